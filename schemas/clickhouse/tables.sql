@@ -1,0 +1,107 @@
+-- CX Pulse store schema (ClickHouse SQL, shared by chDB and a ClickHouse server).
+-- `{db}` is replaced by the configured database name. Statements are separated by ';' at line end.
+-- Times are epoch milliseconds (UTC) in Int64 columns: plain integer arithmetic, no time-zone surprises.
+
+CREATE DATABASE IF NOT EXISTS {db};
+
+-- Every accepted event, once (duplicates are dropped before insert; the first accepted wins).
+CREATE TABLE IF NOT EXISTS {db}.events
+(
+    event_id     String,
+    type         LowCardinality(String),
+    occurred_ms  Int64,
+    customer_id  String,
+    touchpoint   LowCardinality(String),
+    channel      LowCardinality(String),
+    segment      LowCardinality(String),
+    survey       LowCardinality(String),
+    score        Nullable(Int16),
+    scale        UInt8,
+    comment      String,
+    case_id      String,
+    order_id     String,
+    amount       Nullable(Float64),
+    currency     LowCardinality(String),
+    referral     UInt8,
+    referrer_id  String,
+    trial_days   UInt16,
+    plan         String,
+    reason       String,
+    properties   String,
+    received_ms  Int64,
+    batch_seq    UInt64,
+    INDEX idx_event_id event_id TYPE bloom_filter(0.001) GRANULARITY 1
+)
+ENGINE = MergeTree
+ORDER BY (type, survey, occurred_ms);
+
+-- Resolved support cases, one row per (customer_id, case_id); the newest version wins.
+CREATE TABLE IF NOT EXISTS {db}.cases
+(
+    customer_id   String,
+    case_id       String,
+    first_ms      Int64,
+    resolved_ms   Int64,
+    contacts      UInt32,
+    recontact_ms  Nullable(Int64),
+    touchpoint    LowCardinality(String),
+    channel       LowCardinality(String),
+    segment       LowCardinality(String),
+    version       UInt64
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY (customer_id, case_id)
+SETTINGS non_replicated_deduplication_window = 1000;
+
+-- Trials and their outcome (converted at the first conversion, else expired at start + trial_days).
+CREATE TABLE IF NOT EXISTS {db}.trials
+(
+    customer_id  String,
+    trial_id     String,
+    started_ms   Int64,
+    outcome_ms   Int64,
+    converted    UInt8,
+    touchpoint   LowCardinality(String),
+    channel      LowCardinality(String),
+    segment      LowCardinality(String),
+    version      UInt64
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY (customer_id, trial_id)
+SETTINGS non_replicated_deduplication_window = 1000;
+
+-- Subscription intervals: active at t for started_ms < t <= least(next_start_ms, cancel_ms).
+CREATE TABLE IF NOT EXISTS {db}.subscriptions
+(
+    customer_id    String,
+    start_id       String,
+    started_ms     Int64,
+    next_start_ms  Nullable(Int64),
+    cancel_ms      Nullable(Int64),
+    touchpoint     LowCardinality(String),
+    channel        LowCardinality(String),
+    segment        LowCardinality(String),
+    version        UInt64
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY (customer_id, start_id)
+SETTINGS non_replicated_deduplication_window = 1000;
+
+-- Keyed per-customer state of the embedded runner (JSON), so a restart resumes without a replay.
+CREATE TABLE IF NOT EXISTS {db}.customer_state
+(
+    customer_id  String,
+    version      UInt64,
+    state        String
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY customer_id;
+
+-- The last batch whose derived facts and state are fully written (recovery replays batches after it).
+CREATE TABLE IF NOT EXISTS {db}.checkpoints
+(
+    name       String,
+    batch_seq  UInt64
+)
+ENGINE = ReplacingMergeTree(batch_seq)
+ORDER BY name;

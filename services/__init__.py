@@ -1,0 +1,1 @@
+"""The three CX Pulse services, each a thin composition of the `cxpulse` domain and adapters."""

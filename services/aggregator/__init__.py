@@ -1,0 +1,1 @@
+"""Aggregator: keyed per-customer state and facts — embedded (in-process) or as Faust agents."""

@@ -1,0 +1,1 @@
+"""API: pulse readings, breakdowns, series, health — and, in the embedded shape, ingest too."""

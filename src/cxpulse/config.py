@@ -1,0 +1,27 @@
+"""Configuration from environment variables (prefix `CXPULSE_`), with the defaults documented in README."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CXPULSE_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
+    port: int = Field(8000, description="Port the HTTP server listens on.")
+    data_dir: str = Field("./data", description="Embedded mode: where chDB keeps the store.")
+    clickhouse_url: str | None = Field(
+        None, description="ClickHouse server URL (http://user:pass@host:8123); unset = embedded chDB store."
+    )
+    database: str = Field("cxpulse", description="ClickHouse database name.")
+    retention_days: int = Field(400, ge=1, le=3650, description="Events older than this are rejected.")
+    max_body_bytes: int = Field(16 * 1024 * 1024, description="Largest POST /v1/events body (413 above).")
+    fsync: bool = Field(False, description="fsync every insert (survive power loss, not only kill -9).")
+    kafka_bootstrap: str | None = Field(None, description="Kafka bootstrap servers; unset = in-process bus.")
+    topic: str = Field("cx.events", description="Kafka topic of touchpoint events.")
+    dlq_topic: str = Field("cx.events.dlq", description="Kafka topic for undecodable / invalid messages.")
+    publish_timeout_s: float = Field(
+        10.0, description="Ingest answers 503 when the bus does not ack in time."
+    )

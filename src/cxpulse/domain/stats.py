@@ -1,0 +1,136 @@
+"""Intervals and significance tests of SPEC §2 ("Statistics on every reading").
+
+Every function returns None where the statistic is undefined (an empty side, too few samples), so a
+reading never reports a number it cannot stand behind.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from scipy import stats as _st
+
+Z95 = 1.959963984540054
+ALPHA = 0.05
+Interval = tuple[float, float]
+
+
+def nps_variance(promoters: int, detractors: int, n: int) -> float:
+    """Variance of the NPS estimate on the −1…1 scale: (p + d − (p − d)²) / n."""
+    p, d = promoters / n, detractors / n
+    return (p + d - (p - d) ** 2) / n
+
+
+def nps_interval(promoters: int, detractors: int, n: int) -> Interval | None:
+    """95% normal-approximation interval for NPS, on the −100…100 scale."""
+    if n == 0:
+        return None
+    value = (promoters - detractors) / n
+    half = Z95 * math.sqrt(nps_variance(promoters, detractors, n))
+    return (max(-1.0, value - half) * 100, min(1.0, value + half) * 100)
+
+
+def wilson_interval(successes: int, n: int) -> Interval | None:
+    """95% Wilson score interval for a proportion, on the 0…100 scale."""
+    if n == 0:
+        return None
+    p = successes / n
+    z2 = Z95 * Z95
+    denom = 1 + z2 / n
+    center = (p + z2 / (2 * n)) / denom
+    half = Z95 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
+    return (max(0.0, center - half) * 100, min(1.0, center + half) * 100)
+
+
+def t_interval(mean: float, variance: float, n: int) -> Interval | None:
+    """95% Student-t interval for a mean from its sample variance; needs n ≥ 2."""
+    if n < 2:
+        return None
+    half = float(_st.t.ppf(0.975, n - 1)) * math.sqrt(variance / n)
+    return (mean - half, mean + half)
+
+
+def median(sorted_values: Sequence[float]) -> float | None:
+    """Exact median: the mean of the two middle values for an even count."""
+    n = len(sorted_values)
+    if n == 0:
+        return None
+    mid = n // 2
+    return float(sorted_values[mid]) if n % 2 else (sorted_values[mid - 1] + sorted_values[mid]) / 2
+
+
+def nearest_rank(sorted_values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile: the ⌈q·n⌉-th smallest value."""
+    n = len(sorted_values)
+    if n == 0:
+        return None
+    rank = max(1, math.ceil(round(q * n, 9)))
+    return float(sorted_values[rank - 1])
+
+
+def median_interval(sorted_values: Sequence[float]) -> Interval | None:
+    """Distribution-free 95% interval for the median from order statistics (binomial, p = ½).
+
+    Uses ranks l and n − l + 1 with l the largest rank whose tail P(B ≤ l − 1) ≤ 2.5%; None when n is too
+    small for any pair of order statistics to reach 95% coverage (n ≤ 5).
+    """
+    n = len(sorted_values)
+    if n == 0:
+        return None
+    rank = int(_st.binom.ppf(0.025, n, 0.5))
+    if _st.binom.cdf(rank, n, 0.5) <= 0.025:
+        rank += 1
+    if rank < 1:
+        return None
+    return (float(sorted_values[rank - 1]), float(sorted_values[n - rank]))
+
+
+def _two_sided(z: float) -> bool:
+    return 2 * float(_st.norm.sf(abs(z))) < ALPHA
+
+
+def nps_change_significant(current: tuple[int, int, int], previous: tuple[int, int, int]) -> bool | None:
+    """Two-sample z-test of NPS (promoters, detractors, n) with the NPS variance above."""
+    (p1, d1, n1), (p2, d2, n2) = current, previous
+    if n1 == 0 or n2 == 0:
+        return None
+    diff = (p1 - d1) / n1 - (p2 - d2) / n2
+    se = math.sqrt(nps_variance(p1, d1, n1) + nps_variance(p2, d2, n2))
+    if se == 0:
+        return diff != 0
+    return _two_sided(diff / se)
+
+
+def proportions_significant(current: tuple[int, int], previous: tuple[int, int]) -> bool | None:
+    """Pooled two-proportion z-test of (successes, n) pairs."""
+    (x1, n1), (x2, n2) = current, previous
+    if n1 == 0 or n2 == 0:
+        return None
+    pooled = (x1 + x2) / (n1 + n2)
+    se = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+    if se == 0:
+        return False
+    return _two_sided((x1 / n1 - x2 / n2) / se)
+
+
+def welch_significant(current: tuple[float, float, int], previous: tuple[float, float, int]) -> bool | None:
+    """Welch's t-test of (mean, sample variance, n) pairs; needs n ≥ 2 on both sides."""
+    (m1, v1, n1), (m2, v2, n2) = current, previous
+    if n1 < 2 or n2 < 2:
+        return None
+    a, b = v1 / n1, v2 / n2
+    if a + b == 0:
+        return m1 != m2
+    t = (m1 - m2) / math.sqrt(a + b)
+    df = (a + b) ** 2 / (a * a / (n1 - 1) + b * b / (n2 - 1))
+    return 2 * float(_st.t.sf(abs(t), df)) < ALPHA
+
+
+def rank_sum_significant(current: Sequence[float], previous: Sequence[float]) -> bool | None:
+    """Mann–Whitney U test (two-sided) for a change in a median such as resolution time."""
+    if not current or not previous:
+        return None
+    if len(set(current) | set(previous)) == 1:
+        return False
+    return float(_st.mannwhitneyu(current, previous, alternative="two-sided").pvalue) < ALPHA

@@ -1,0 +1,42 @@
+"""Event-time windows: the `24h` syntax and the `[at − window, at)` ranges every reading uses (SPEC §2/§3)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+MAX_WINDOW_MS = 400 * UNIT_MS["d"]
+_WINDOW = re.compile(r"^([1-9][0-9]{0,8})([smhd])$")
+
+
+class WindowError(ValueError):
+    """A window (or step) that does not follow `integer + s|m|h|d`, up to 400d."""
+
+
+def parse_window(text: str, *, name: str = "window") -> int:
+    """`'24h'` → 86 400 000 (milliseconds)."""
+    match = _WINDOW.match(text.strip())
+    if not match:
+        raise WindowError(f"{name} must be an integer followed by s, m, h or d (e.g. 24h); got {text!r}")
+    ms = int(match.group(1)) * UNIT_MS[match.group(2)]
+    if ms > MAX_WINDOW_MS:
+        raise WindowError(f"{name} must be at most 400d; got {text!r}")
+    return ms
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A half-open event-time range `[start_ms, end_ms)`."""
+
+    start_ms: int
+    end_ms: int
+
+    @classmethod
+    def ending_at(cls, at_ms: int, length_ms: int) -> Span:
+        return cls(at_ms - length_ms, at_ms)
+
+    def before(self) -> Span:
+        """The window of the same length just before this one (the `previous` reading's)."""
+        length = self.end_ms - self.start_ms
+        return Span(self.start_ms - length, self.start_ms)

@@ -1,0 +1,1 @@
+"""HTTP adapter pieces shared by the services: the error format and request-parameter parsing."""

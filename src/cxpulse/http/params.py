@@ -1,0 +1,50 @@
+"""Parsing of the query parameters the read endpoints share: window, at, filters, dimension."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from cxpulse.domain.metrics import Dimension, Filters
+from cxpulse.domain.validation import parse_timestamp_ms
+from cxpulse.domain.windows import WindowError, parse_window
+from cxpulse.http.errors import ApiError
+
+_DIMENSION_VALUE = re.compile(r"^[a-z0-9_.-]{1,64}$")
+
+
+def bad_parameter(name: str, message: str) -> ApiError:
+    return ApiError(400, "invalid_parameter", f"{name}: {message}", [{"field": name, "message": message}])
+
+
+def window_ms(text: str, name: str = "window") -> int:
+    try:
+        return parse_window(text, name=name)
+    except WindowError as exc:
+        raise bad_parameter(name, str(exc)) from None
+
+
+def timestamp_ms(text: str | None, name: str = "at") -> int:
+    """An RFC 3339 timestamp parameter; absent means now."""
+    if text is None or text == "":
+        return int(time.time() * 1000)
+    try:
+        return parse_timestamp_ms(text)
+    except ValueError:
+        raise bad_parameter(
+            name, f"must be an RFC 3339 timestamp with offset, e.g. 2026-11-25T08:00:00Z; got {text!r}"
+        ) from None
+
+
+def filters(touchpoint: str | None, channel: str | None, segment: str | None) -> Filters:
+    for name, value in (("touchpoint", touchpoint), ("channel", channel), ("segment", segment)):
+        if value is not None and not _DIMENSION_VALUE.match(value):
+            raise bad_parameter(name, f"must be 1–64 characters of a-z, 0-9, '_', '.', '-'; got {value!r}")
+    return Filters(touchpoint or None, channel or None, segment or None)
+
+
+def dimension(text: str) -> Dimension:
+    try:
+        return Dimension(text)
+    except ValueError:
+        raise bad_parameter("by", f"must be one of touchpoint, channel, segment; got {text!r}") from None

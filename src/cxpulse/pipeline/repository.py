@@ -1,0 +1,81 @@
+"""Reads and writes of the processing side: events, facts, keyed state and checkpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import orjson
+
+from cxpulse.domain.events import STATEFUL_TYPES, Event
+from cxpulse.domain.state import CustomerState, FactRow
+from cxpulse.store.base import Store
+
+EVENT_COLUMNS = tuple(Event("", "", 0, "", "").to_row())
+
+
+class Repository:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def existing_ids(self, event_ids: Sequence[str]) -> set[str]:
+        """The ids among `event_ids` that the events table already holds."""
+        if not event_ids:
+            return set()
+        rows = self.store.rows(
+            "SELECT DISTINCT event_id FROM {db:Identifier}.events WHERE event_id IN {ids:Array(String)}",
+            {"db": self.store.database, "ids": list(event_ids)},
+        )
+        return {r[0] for r in rows}
+
+    def insert_events(self, events: Sequence[Event], received_ms: int, batch_seq: int) -> None:
+        self.store.insert(
+            "events", [{**e.to_row(), "received_ms": received_ms, "batch_seq": batch_seq} for e in events]
+        )
+
+    def upsert_facts(self, facts: Iterable[tuple[str, FactRow]]) -> None:
+        by_table: dict[str, list[FactRow]] = {}
+        for table, row in facts:
+            by_table.setdefault(table, []).append(row)
+        for table, rows in by_table.items():
+            self.store.insert(table, rows)
+
+    def save_states(self, states: dict[str, CustomerState]) -> None:
+        self.store.insert(
+            "customer_state",
+            [
+                {"customer_id": cid, "version": s["seq"], "state": orjson.dumps(s).decode()}
+                for cid, s in states.items()
+            ],
+        )
+
+    def load_states(self) -> dict[str, CustomerState]:
+        rows = self.store.rows(
+            "SELECT customer_id, state FROM {db:Identifier}.customer_state FINAL", {"db": self.store.database}
+        )
+        return {cid: orjson.loads(state) for cid, state in rows}
+
+    def checkpoint(self, name: str) -> int:
+        rows = self.store.rows(
+            "SELECT max(batch_seq) FROM {db:Identifier}.checkpoints WHERE name = {name:String}",
+            {"db": self.store.database, "name": name},
+        )
+        return int(rows[0][0]) if rows else 0
+
+    def save_checkpoint(self, name: str, batch_seq: int) -> None:
+        self.store.insert("checkpoints", [{"name": name, "batch_seq": batch_seq}])
+
+    def last_batch_seq(self) -> int:
+        rows = self.store.rows(
+            "SELECT max(batch_seq) FROM {db:Identifier}.events", {"db": self.store.database}
+        )
+        return int(rows[0][0]) if rows else 0
+
+    def stateful_events_after(self, batch_seq: int) -> list[tuple[int, Event]]:
+        """Stateful events of batches after `batch_seq`, in batch order (recovery replays them)."""
+        columns = ", ".join(EVENT_COLUMNS)
+        rows = self.store.rows(
+            f"SELECT batch_seq, {columns} FROM {{db:Identifier}}.events "
+            "WHERE batch_seq > {after:UInt64} AND type IN {types:Array(String)} ORDER BY batch_seq",
+            {"db": self.store.database, "after": batch_seq, "types": sorted(STATEFUL_TYPES)},
+        )
+        return [(int(r[0]), Event.from_row(dict(zip(EVENT_COLUMNS, r[1:], strict=True)))) for r in rows]

@@ -1,0 +1,68 @@
+"""The embedded store: the ClickHouse engine in-process (chDB), persisted under a data directory.
+
+Only one process can open a chDB data directory; a lock serializes this process's calls into the engine.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from chdb import session as chdb_session
+
+from cxpulse.store.base import StoreError, json_each_row, parse_compact_rows
+
+
+class ChdbStore:
+    def __init__(self, data_dir: str | Path, database: str = "cxpulse", *, fsync: bool = False) -> None:
+        path = Path(data_dir).resolve() / "chdb"
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            self._session = chdb_session.Session(str(path))
+        except Exception as exc:  # chDB raises plain RuntimeError, e.g. "Cannot lock file .../status"
+            raise StoreError(f"cannot open the chDB store at {path}: {exc}") from exc
+        self.database = database
+        self._insert_settings = " SETTINGS fsync_after_insert = 1" if fsync else ""
+        self._lock = threading.Lock()
+
+    def execute(self, sql: str) -> None:
+        self._query(sql, "CSV", None)
+
+    def rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[list[Any]]:
+        return parse_compact_rows(self._query(sql, "JSONCompactEachRow", params))
+
+    def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        if not rows:
+            return
+        sql = f"INSERT INTO {self.database}.{table}{self._insert_settings} FORMAT JSONEachRow\n"
+        self._query(sql + json_each_row(rows).decode(), "CSV", None)
+
+    def close(self) -> None:
+        with self._lock:
+            self._session.close()
+
+    def _query(self, sql: str, fmt: str, params: Mapping[str, Any] | None) -> bytes:
+        with self._lock:
+            try:
+                result = self._session.query(sql, fmt, params=_text_params(params))
+            except Exception as exc:
+                raise StoreError(str(exc)) from exc
+        data: bytes = result.bytes()
+        return data
+
+
+def _text_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """chDB passes parameters as text: arrays and tuples need ClickHouse literal syntax."""
+    return {k: _literal(v) if isinstance(v, list | tuple) else v for k, v in (params or {}).items()}
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(value, list):
+        return "[" + ",".join(_literal(v) for v in value) + "]"
+    if isinstance(value, tuple):
+        return "(" + ",".join(_literal(v) for v in value) + ")"
+    return str(value)

@@ -1,0 +1,46 @@
+"""A ClickHouse server store over HTTP (clickhouse-connect), running the same SQL as the embedded one."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import clickhouse_connect
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
+from cxpulse.store.base import StoreError, json_each_row, parse_compact_rows
+
+
+class ServerStore:
+    def __init__(self, url: str, database: str = "cxpulse") -> None:
+        try:
+            self._client = clickhouse_connect.get_client(dsn=url, database="default")
+        except ClickHouseError as exc:
+            raise StoreError(f"cannot connect to ClickHouse at {url}: {exc}") from exc
+        self.database = database
+
+    def execute(self, sql: str) -> None:
+        try:
+            self._client.command(sql)
+        except ClickHouseError as exc:
+            raise StoreError(str(exc)) from exc
+
+    def rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[list[Any]]:
+        try:
+            data = self._client.raw_query(sql, parameters=dict(params or {}), fmt="JSONCompactEachRow")
+        except ClickHouseError as exc:
+            raise StoreError(str(exc)) from exc
+        return parse_compact_rows(data)
+
+    def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        if not rows:
+            return
+        try:
+            self._client.raw_insert(
+                f"{self.database}.{table}", insert_block=json_each_row(rows), fmt="JSONEachRow"
+            )
+        except ClickHouseError as exc:
+            raise StoreError(str(exc)) from exc
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,48 @@
+"""Shared fixtures: a fresh chDB-backed runtime per test, and event builders."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cxpulse.config import Settings
+from services.aggregator.embedded import EmbeddedRuntime
+
+#: A fixed "now" for deterministic tests: readings are computed as of explicit `at` values.
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+
+
+def ms(dt: datetime) -> int:
+    return int(dt.timestamp() * 1000)
+
+
+def event(event_id: str, type_: str, at_ms: int, customer: str = "c1", **fields: Any) -> dict[str, Any]:
+    return {"event_id": event_id, "type": type_, "occurred_at": iso(at_ms), "customer_id": customer, **fields}
+
+
+@pytest.fixture(scope="session")
+def chdb_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """chDB opens one data directory per process, so the whole test session shares one."""
+    return tmp_path_factory.mktemp("chdb")
+
+
+@pytest.fixture
+def settings(chdb_dir: Path) -> Settings:
+    """Settings with a fresh database per test (isolation without reopening the engine elsewhere)."""
+    return Settings(data_dir=str(chdb_dir), database=f"t_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def runtime(settings: Settings) -> Iterator[EmbeddedRuntime]:
+    rt = EmbeddedRuntime.open(settings)
+    yield rt
+    rt.close()
