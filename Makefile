@@ -21,7 +21,7 @@ run: install
 	$(BIN)/cxpulse run --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
 
 test: install
-	$(BIN)/python -m pytest -q
+	bash scripts/test.sh $(ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -88,6 +88,7 @@ ORDER BY (customer_id, start_id)
 SETTINGS non_replicated_deduplication_window = 1000;
 
 -- Keyed per-customer state of the embedded runner (JSON), so a restart resumes without a replay.
+-- The row with customer_id '' is the checkpoint: version = the last batch whose facts and state are written.
 CREATE TABLE IF NOT EXISTS {db}.customer_state
 (
     customer_id  String,
@@ -96,12 +97,3 @@ CREATE TABLE IF NOT EXISTS {db}.customer_state
 )
 ENGINE = ReplacingMergeTree(version)
 ORDER BY customer_id;
-
--- The last batch whose derived facts and state are fully written (recovery replays batches after it).
-CREATE TABLE IF NOT EXISTS {db}.checkpoints
-(
-    name       String,
-    batch_seq  UInt64
-)
-ENGINE = ReplacingMergeTree(batch_seq)
-ORDER BY name;

@@ -11,6 +11,7 @@ from cxpulse.domain.state import CustomerState, FactRow
 from cxpulse.store.base import Store
 
 EVENT_COLUMNS = tuple(Event("", "", 0, "", "").to_row())
+CHECKPOINT_KEY = ""
 
 
 class Repository:
@@ -39,30 +40,29 @@ class Repository:
         for table, rows in by_table.items():
             self.store.insert(table, rows)
 
-    def save_states(self, states: dict[str, CustomerState]) -> None:
-        self.store.insert(
-            "customer_state",
-            [
-                {"customer_id": cid, "version": s["seq"], "state": orjson.dumps(s).decode()}
-                for cid, s in states.items()
-            ],
-        )
+    def save_states(self, states: dict[str, CustomerState], *, checkpoint: int) -> None:
+        """Upsert changed states together with the checkpoint row (customer_id '' is never a customer)."""
+        rows = [
+            {"customer_id": cid, "version": state["seq"], "state": orjson.dumps(state).decode()}
+            for cid, state in states.items()
+        ]
+        rows.append({"customer_id": CHECKPOINT_KEY, "version": checkpoint, "state": ""})
+        self.store.insert("customer_state", rows)
 
     def load_states(self) -> dict[str, CustomerState]:
         rows = self.store.rows(
-            "SELECT customer_id, state FROM {db:Identifier}.customer_state FINAL", {"db": self.store.database}
+            "SELECT customer_id, state FROM {db:Identifier}.customer_state FINAL WHERE customer_id != ''",
+            {"db": self.store.database},
         )
         return {cid: orjson.loads(state) for cid, state in rows}
 
-    def checkpoint(self, name: str) -> int:
+    def checkpoint(self) -> int:
+        """The last batch whose facts and state are fully written."""
         rows = self.store.rows(
-            "SELECT max(batch_seq) FROM {db:Identifier}.checkpoints WHERE name = {name:String}",
-            {"db": self.store.database, "name": name},
+            "SELECT max(version) FROM {db:Identifier}.customer_state WHERE customer_id = ''",
+            {"db": self.store.database},
         )
         return int(rows[0][0]) if rows else 0
-
-    def save_checkpoint(self, name: str, batch_seq: int) -> None:
-        self.store.insert("checkpoints", [{"name": name, "batch_seq": batch_seq}])
 
     def last_batch_seq(self) -> int:
         rows = self.store.rows(

@@ -12,7 +12,7 @@ from typing import Any
 
 from chdb import session as chdb_session
 
-from cxpulse.store.base import StoreError, json_each_row, parse_compact_rows
+from cxpulse.store.base import StoreError, compact_rows, parse_compact_rows
 
 
 class ChdbStore:
@@ -36,8 +36,10 @@ class ChdbStore:
     def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
         if not rows:
             return
-        sql = f"INSERT INTO {self.database}.{table}{self._insert_settings} FORMAT JSONEachRow\n"
-        self._query(sql + json_each_row(rows).decode(), "CSV", None)
+        columns, block = compact_rows(rows)
+        target = f"{self.database}.{table} ({', '.join(columns)})"
+        sql = f"INSERT INTO {target}{self._insert_settings} FORMAT JSONCompactEachRow\n"
+        self._query(sql + block.decode(), "CSV", None)
 
     def close(self) -> None:
         with self._lock:

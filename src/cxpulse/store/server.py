@@ -8,7 +8,7 @@ from typing import Any
 import clickhouse_connect
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from cxpulse.store.base import StoreError, json_each_row, parse_compact_rows
+from cxpulse.store.base import StoreError, compact_rows, parse_compact_rows
 
 
 class ServerStore:
@@ -36,8 +36,9 @@ class ServerStore:
         if not rows:
             return
         try:
+            columns, block = compact_rows(rows)
             self._client.raw_insert(
-                f"{self.database}.{table}", insert_block=json_each_row(rows), fmt="JSONEachRow"
+                f"{self.database}.{table}", column_names=columns, insert_block=block, fmt="JSONCompactEachRow"
             )
         except ClickHouseError as exc:
             raise StoreError(str(exc)) from exc
