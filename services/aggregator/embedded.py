@@ -1,4 +1,7 @@
-"""The embedded runtime: chDB store + processor + in-process bus, recovered from disk at start."""
+"""The embedded runtime: store + processor + in-process bus, recovered from disk at start.
+
+The store is chDB under the data dir, or a ClickHouse server when `CXPULSE_CLICKHOUSE_URL` is set.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,6 @@ from cxpulse.config import Settings
 from cxpulse.pipeline.processor import Processor
 from cxpulse.pipeline.repository import Repository
 from cxpulse.store import Store, migrate, open_store
-from cxpulse.store.chdb_store import ChdbStore
 
 log = logging.getLogger("cxpulse.aggregator")
 
@@ -23,11 +25,7 @@ class EmbeddedRuntime:
 
     @classmethod
     def open(cls, settings: Settings) -> EmbeddedRuntime:
-        store: Store = (
-            ChdbStore(settings.data_dir, settings.database, fsync=settings.fsync)
-            if not settings.clickhouse_url
-            else open_store(settings.clickhouse_url, settings.data_dir, settings.database)
-        )
+        store = open_store(settings)
         migrate(store)
         processor = Processor(Repository(store))
         replayed = processor.recover()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from chdb import session as chdb_session
+from clickhouse_connect.driver.binding import bind_query
 
 from cxpulse.store.base import StoreError, compact_rows, parse_compact_rows
 
@@ -48,23 +49,17 @@ class ChdbStore:
     def _query(self, sql: str, fmt: str, params: Mapping[str, Any] | None) -> bytes:
         with self._lock:
             try:
-                result = self._session.query(sql, fmt, params=_text_params(params))
+                result = self._session.query(sql, fmt, params=_text_params(sql, params))
             except Exception as exc:
                 raise StoreError(str(exc)) from exc
         data: bytes = result.bytes()
         return data
 
 
-def _text_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """chDB passes parameters as text: arrays and tuples need ClickHouse literal syntax."""
-    return {k: _literal(v) if isinstance(v, list | tuple) else v for k, v in (params or {}).items()}
 
-
-def _literal(value: Any) -> str:
-    if isinstance(value, str):
-        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    if isinstance(value, list):
-        return "[" + ",".join(_literal(v) for v in value) + "]"
-    if isinstance(value, tuple):
-        return "(" + ",".join(_literal(v) for v in value) + ")"
-    return str(value)
+def _text_params(sql: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """chDB takes parameters as text: format them exactly as clickhouse-connect does for a server."""
+    if not params:
+        return {}
+    _, bound = bind_query(sql, dict(params))
+    return {name.removeprefix("param_"): value for name, value in bound.items()}
