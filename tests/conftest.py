@@ -45,4 +45,5 @@ def settings(chdb_dir: Path) -> Settings:
 def runtime(settings: Settings) -> Iterator[EmbeddedRuntime]:
     rt = EmbeddedRuntime.open(settings)
     yield rt
+    rt.store.execute(f"DROP DATABASE IF EXISTS {settings.database} SYNC")
     rt.close()

@@ -34,8 +34,11 @@ def decode_items(body: bytes, content_type: str) -> list[Any]:
         try:
             decoded = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            raise BodyError(f"the body is not valid JSON: {exc}") from exc
+            hint = " (for NDJSON, send Content-Type: application/x-ndjson)" if b"\n{" in body.strip() else ""
+            raise BodyError(f"the body is not valid JSON: {exc}{hint}") from exc
         if isinstance(decoded, list):
+            if not decoded:
+                raise BodyError("the JSON array is empty; send at least one event")
             items = decoded
         elif isinstance(decoded, dict):
             items = [decoded]

@@ -45,6 +45,13 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse(error_body(code, str(exc.detail)), exc.status_code, headers=exc.headers)
+        message = str(exc.detail)
+        # Starlette's routing errors carry only the status phrase: say what was asked and where to look.
+        if exc.status_code == 404 and message == "Not Found":
+            message = f"no endpoint at {request.url.path}; the API is listed at /docs"
+        elif exc.status_code == 405 and message == "Method Not Allowed":
+            allowed = (exc.headers or {}).get("allow") or (exc.headers or {}).get("Allow") or "see /docs"
+            message = f"{request.method} is not allowed on {request.url.path}; allowed: {allowed}"
+        return JSONResponse(error_body(code, message), exc.status_code, headers=exc.headers)

@@ -37,8 +37,9 @@ def timestamp_ms(text: str | None, name: str = "at") -> int:
 
 
 def filters(touchpoint: str | None, channel: str | None, segment: str | None) -> Filters:
+    """The dimension filters; an empty value (`touchpoint=`) means no filter, like an absent one."""
     for name, value in (("touchpoint", touchpoint), ("channel", channel), ("segment", segment)):
-        if value is not None and not _DIMENSION_VALUE.match(value):
+        if value and not _DIMENSION_VALUE.match(value):
             raise bad_parameter(name, f"must be 1–64 characters of a-z, 0-9, '_', '.', '-'; got {value!r}")
     return Filters(touchpoint or None, channel or None, segment or None)
 
