@@ -15,6 +15,9 @@ from cxpulse.readings import PulseReader, QueryError
 Text = Annotated[str | None, Query()]
 
 
+DEFAULT_WINDOW = "24h"
+
+
 def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -25,18 +28,19 @@ def pulse_router(reader: PulseReader) -> APIRouter:
     @router.get("/v1/pulse", summary="Current readings of the CX KPIs")
     def pulse(
         metrics: Text = None,
-        window: str = "24h",
+        window: str = DEFAULT_WINDOW,
         at: Text = None,
         touchpoint: Text = None,
         channel: Text = None,
         segment: Text = None,
     ) -> dict[str, Any]:
-        ids = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else list(METRICS)
+        ids = [m.strip() for m in (metrics or "").split(",") if m.strip()] or list(METRICS)
         unknown = [m for m in ids if m not in METRICS]
         if unknown:
             raise params.bad_parameter(
                 "metrics", f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(METRICS)}"
             )
+        window = window.strip() or DEFAULT_WINDOW
         window_ms, at_ms = params.window_ms(window), params.timestamp_ms(at)
         flt = params.filters(touchpoint, channel, segment)
         readings = reader.pulse(ids, window_ms, at_ms, flt)
@@ -46,7 +50,7 @@ def pulse_router(reader: PulseReader) -> APIRouter:
     def breakdown(
         metric: str,
         by: str,
-        window: str = "24h",
+        window: str = DEFAULT_WINDOW,
         at: Text = None,
         touchpoint: Text = None,
         channel: Text = None,
@@ -54,6 +58,7 @@ def pulse_router(reader: PulseReader) -> APIRouter:
     ) -> dict[str, Any]:
         _known(metric)
         dim = params.dimension(by)
+        window = window.strip() or DEFAULT_WINDOW
         window_ms, at_ms = params.window_ms(window), params.timestamp_ms(at)
         groups = reader.breakdown(metric, dim, window_ms, at_ms, params.filters(touchpoint, channel, segment))
         return {"metric": metric, "by": dim.value, "window": window, "at": _iso(at_ms), "groups": groups}

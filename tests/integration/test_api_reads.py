@@ -367,3 +367,11 @@ def test_openapi_has_the_event_component_from_the_json_schema(client: TestClient
     assert "application/x-ndjson" in body
     for path in ("/v1/pulse", "/v1/pulse/{metric}/breakdown", "/v1/series/{metric}", "/healthz", "/readyz"):
         assert "get" in spec["paths"][path], path
+
+
+def test_pulse_empty_metrics_and_window_mean_the_defaults(loaded: TestClient) -> None:
+    explicit = get_ok(loaded, "/v1/pulse", at=iso(ms(T0)))
+    empty = get_ok(loaded, "/v1/pulse", metrics=",", window="", at=iso(ms(T0)))
+    assert empty["window"] == "24h"
+    assert list(empty["readings"]) == list(METRICS)
+    assert empty["readings"] == explicit["readings"]
