@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from cxpulse.domain.metrics import (
@@ -12,14 +13,15 @@ from cxpulse.domain.metrics import (
     Filters,
     Metric,
     Reading,
+    Stats,
     empty_stats,
     reading,
     spans_for,
     stat_spans,
 )
-from cxpulse.domain.windows import Span
+from cxpulse.domain.windows import Grid
 from cxpulse.store.base import Store
-from cxpulse.store.kpi_queries import NO_GROUP, span_stats
+from cxpulse.store.kpi_queries import NO_GROUP, grid_stats
 
 MAX_SERIES_POINTS = 5_000
 
@@ -35,6 +37,35 @@ def metric_by_id(metric_id: str) -> Metric:
         raise QueryError(f"unknown metric {metric_id!r}; known: {', '.join(METRICS)}") from None
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """Where each statistic a reading needs comes from: (grid number, point offset) per `stat_spans` slot."""
+
+    grids: list[Grid]
+    slots: list[tuple[int, int]]
+
+
+def _plan(metric: Metric, first_end_ms: int, step_ms: int, count: int, window_ms: int) -> _Plan:
+    """Grids covering the readings at `first_end + i·step` (i < count), merging a reading's current and
+    previous spans into one grid whenever they are one step apart (always so for a pulse or a series with
+    step = window), so most readings cost one query."""
+    current, previous = spans_for(metric, first_end_ms, window_ms)
+    needed = [(s.end_ms - s.start_ms, first_end_ms - s.end_ms) for s in stat_spans(metric, current, previous)]
+    grids: list[Grid] = []
+    slot_of: dict[tuple[int, int], tuple[int, int]] = {}
+    for length in dict.fromkeys(length for length, _ in needed):
+        offsets = [o for span_length, o in needed if span_length == length]
+        lowest, highest = min(offsets), max(offsets)
+        if all((o - lowest) % step_ms == 0 for o in offsets):
+            grids.append(Grid(first_end_ms - highest, step_ms, count + (highest - lowest) // step_ms, length))
+            slot_of.update({(length, o): (len(grids) - 1, (highest - o) // step_ms) for o in offsets})
+        else:
+            for o in offsets:
+                grids.append(Grid(first_end_ms - o, step_ms, count, length))
+                slot_of[(length, o)] = (len(grids) - 1, 0)
+    return _Plan(grids, [slot_of[key] for key in needed])
+
+
 class PulseReader:
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -43,24 +74,14 @@ class PulseReader:
         self, metric_ids: Sequence[str], window_ms: int, at_ms: int, filters: Filters
     ) -> dict[str, Reading]:
         metrics = [metric_by_id(m) for m in metric_ids]
-        return {
-            m.id: self._readings(m, [spans_for(m, at_ms, window_ms)], filters)[NO_GROUP][0] for m in metrics
-        }
+        return {m.id: self._readings(m, at_ms, None, 1, window_ms, filters)[NO_GROUP][0] for m in metrics}
 
     def breakdown(
         self, metric_id: str, by: Dimension, window_ms: int, at_ms: int, filters: Filters
     ) -> dict[str, Reading]:
         metric = metric_by_id(metric_id)
-        current, previous = spans_for(metric, at_ms, window_ms)
-        spans = stat_spans(metric, current, previous)
-        stats = span_stats(self.store, metric, spans, filters, by)
-        empty = empty_stats(metric)
-        seen_at = (0, 2) if metric.id == "stickiness" else (0,)
-        return {
-            group: reading(metric, per_span)
-            for group, per_span in sorted(stats.items())
-            if any(per_span[i] != empty for i in seen_at)
-        }
+        groups = self._readings(metric, at_ms, None, 1, window_ms, filters, by)
+        return {g: r[0] for g, r in sorted(groups.items()) if _seen(metric, r[0])}
 
     def series(
         self, metric_id: str, from_ms: int, to_ms: int, step_ms: int, filters: Filters
@@ -74,20 +95,50 @@ class PulseReader:
                 f"the series would have {count} points; at most {MAX_SERIES_POINTS} per request "
                 "(use a larger step or a shorter range)"
             )
-        ends = [from_ms + (i + 1) * step_ms for i in range(count)]
-        pairs = [spans_for(metric, end, step_ms) for end in ends]
-        readings = self._readings(metric, pairs, filters)[NO_GROUP]
-        return [{"start": end - step_ms, "end": end, **r} for end, r in zip(ends, readings, strict=True)]
+        first_end = from_ms + step_ms
+        readings = self._readings(metric, first_end, step_ms, count, step_ms, filters)[NO_GROUP]
+        return [
+            {"start": first_end + i * step_ms - step_ms, "end": first_end + i * step_ms, **r}
+            for i, r in enumerate(readings)
+        ]
 
     def _readings(
-        self, metric: Metric, pairs: Sequence[tuple[Span, Span]], filters: Filters
+        self,
+        metric: Metric,
+        first_end_ms: int,
+        step_ms: int | None,
+        count: int,
+        window_ms: int,
+        filters: Filters,
+        by: Dimension | None = None,
     ) -> dict[str, list[Reading]]:
-        """Readings for several (current, previous) pairs from a single store query."""
-        needed = [stat_spans(metric, cur, prev) for cur, prev in pairs]
-        distinct = list(dict.fromkeys(s for spans in needed for s in spans))
-        index = {s: i for i, s in enumerate(distinct)}
-        stats = span_stats(self.store, metric, distinct, filters)
-        return {
-            group: [reading(metric, [per_span[index[s]] for s in spans]) for spans in needed]
-            for group, per_span in stats.items()
-        }
+        """Readings at `first_end + i·step` for i < count, per group. A single reading (count 1) takes
+        the step that lines its previous window up with its current one."""
+        if step_ms is None:
+            current, previous = spans_for(metric, first_end_ms, window_ms)
+            step_ms = current.end_ms - previous.end_ms
+        plan = _plan(metric, first_end_ms, step_ms, count, window_ms)
+        per_grid = [grid_stats(self.store, metric, grid, filters, by) for grid in plan.grids]
+        groups = set().union(*per_grid)
+        empty = empty_stats(metric)
+        out: dict[str, list[Reading]] = {}
+        for group in groups:
+            stats = [
+                g.get(group) or [empty] * grid.count for g, grid in zip(per_grid, plan.grids, strict=True)
+            ]
+            out[group] = [
+                reading(metric, [_stat(stats, slot, i) for slot in plan.slots]) for i in range(count)
+            ]
+        return out
+
+
+def _stat(stats: list[list[Stats]], slot: tuple[int, int], i: int) -> Stats:
+    grid, offset = slot
+    return stats[grid][i + offset]
+
+
+def _seen(metric: Metric, r: Reading) -> bool:
+    """A breakdown lists the groups seen in the current window."""
+    if metric.id == "stickiness":
+        return bool(r["mau"])
+    return bool(r["n"]) or r["value"] is not None

@@ -264,7 +264,7 @@ def test_unknown_metric_in_the_path_is_404(client: TestClient, path: str) -> Non
     assert "'happiness'" in message and "known: nps" in message
 
 
-@pytest.mark.parametrize("window", ["7x", "0h", "401d", "", "1.5h", "-1h", "24", "h", "24 h"])
+@pytest.mark.parametrize("window", ["7x", "0h", "401d", "1.5h", "-1h", "24", "h", "24 h"])
 @pytest.mark.parametrize("path", ["/v1/pulse", "/v1/pulse/nps/breakdown"])
 def test_bad_window_is_400(client: TestClient, path: str, window: str) -> None:
     message = assert_error(

@@ -40,3 +40,28 @@ class Span:
         """The window of the same length just before this one (the `previous` reading's)."""
         length = self.end_ms - self.start_ms
         return Span(self.start_ms - length, self.start_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class Grid:
+    """`count` spans of `length_ms` whose ends step by `step_ms`: span j = [end_j − length, end_j) with
+    end_j = first_end_ms + j·step_ms. A pulse (current and previous window) and a series are both grids,
+    so the store computes them with one query; `length == step` is a tumbling grid (each row in one span).
+    """
+
+    first_end_ms: int
+    step_ms: int
+    count: int
+    length_ms: int
+
+    def span(self, j: int) -> Span:
+        end = self.first_end_ms + j * self.step_ms
+        return Span(end - self.length_ms, end)
+
+    @property
+    def start_ms(self) -> int:
+        return self.first_end_ms - self.length_ms
+
+    @property
+    def end_ms(self) -> int:
+        return self.first_end_ms + (self.count - 1) * self.step_ms

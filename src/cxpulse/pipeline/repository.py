@@ -23,7 +23,8 @@ class Repository:
         if not event_ids:
             return set()
         rows = self.store.rows(
-            "SELECT DISTINCT event_id FROM {db:Identifier}.events WHERE event_id IN {ids:Array(String)}",
+            "SELECT id FROM (SELECT arrayJoin({ids:Array(String)}) AS id) "
+            "WHERE sipHash128(id) IN {db:Identifier}.event_ids",
             {"db": self.store.database, "ids": list(event_ids)},
         )
         return {r[0] for r in rows}

@@ -38,9 +38,12 @@ def ddl_statements(database: str) -> list[str]:
 
 
 def migrate(store: Store) -> None:
-    """Create the database and tables if missing (idempotent)."""
+    """Create the database and tables if missing (idempotent), and refill the in-memory id set."""
     for statement in ddl_statements(store.database):
         store.execute(statement.rstrip(";"))
+    store.execute(
+        f"INSERT INTO {store.database}.event_ids SELECT sipHash128(event_id) FROM {store.database}.events"
+    )
 
 
 def compact_rows(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], bytes]:
