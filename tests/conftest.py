@@ -45,5 +45,6 @@ def settings(chdb_dir: Path) -> Settings:
 def runtime(settings: Settings) -> Iterator[EmbeddedRuntime]:
     rt = EmbeddedRuntime.open(settings)
     yield rt
+    rt.processor.flush()
     rt.store.execute(f"DROP DATABASE IF EXISTS {settings.database} SYNC")
-    rt.close()
+    rt.store.close()

@@ -33,4 +33,5 @@ class EmbeddedRuntime:
         return cls(store, processor, InProcessBus(processor))
 
     def close(self) -> None:
+        self.processor.flush()
         self.store.close()

@@ -50,7 +50,7 @@ class InProcessBus:
                 size += len(group[-1][0])
             batches = [events for events, _ in group]
             try:
-                results = await asyncio.to_thread(self.processor.process_many, batches)
+                results = await asyncio.to_thread(self.processor.process_many, batches, flush=queue.empty())
             except Exception as exc:  # every waiting request must hear about it, and the writer goes on
                 failure = (
                     BusUnavailable(f"the store did not accept the batch: {exc}")

@@ -22,6 +22,8 @@ FactRow = dict[str, Any]
 
 CASES, TRIALS, SUBSCRIPTIONS = "cases", "trials", "subscriptions"
 FACT_TABLES = (CASES, TRIALS, SUBSCRIPTIONS)
+#: What identifies a fact within its customer (the store keeps the newest version per key).
+FACT_ID = {CASES: "case_id", TRIALS: "trial_id", SUBSCRIPTIONS: "start_id"}
 
 
 def new_state() -> CustomerState:
@@ -148,3 +150,22 @@ def _subscription_facts(state: CustomerState, customer_id: str) -> list[tuple[st
         }
         changed += _emit(state, SUBSCRIPTIONS, customer_id, start, fact)
     return changed
+
+
+def current_facts(state: CustomerState, customer_id: str) -> list[tuple[str, FactRow]]:
+    """Every fact this customer's state last emitted, at the current version (read-only).
+
+    A distributed worker re-emits these when a redelivered event finds its effect already in the state
+    (the table changelog was flushed, the output may not have been): writing them again is idempotent.
+    """
+    seq = state["seq"]
+    holders = [
+        *((CASES, h) for h in state["cases"].values()),
+        *((TRIALS, h) for h in state["trials"].values()),
+        *((SUBSCRIPTIONS, h) for h in state["starts"].values()),
+    ]
+    return [
+        (table, {**h["emitted"], "customer_id": customer_id, "version": seq})
+        for table, h in holders
+        if h["emitted"] is not None
+    ]

@@ -1,9 +1,10 @@
 """The embedded processor: one writer that turns validated events into stored events, state and facts.
 
 Order per batch: drop duplicates (first accepted wins) → insert events (the durable point: a 202 may be
-sent after this) → fold stateful events into keyed state → upsert the changed facts, then the changed state
-together with the checkpoint. After a crash anywhere past the events insert, `recover()` replays the
-batches after the last checkpoint; state application is idempotent, so replaying is safe.
+sent after this) → fold stateful events into keyed state. Behind that, a flush upserts the changed facts,
+then the changed state together with the checkpoint. After a crash anywhere past the events insert,
+`recover()` replays the batches after the last checkpoint; state application is idempotent, so replaying
+is safe.
 """
 
 from __future__ import annotations
@@ -14,15 +15,28 @@ from collections.abc import Sequence
 
 from cxpulse.bus.base import PublishResult
 from cxpulse.domain.events import STATEFUL_TYPES, Event
-from cxpulse.domain.state import CustomerState, FactRow, apply, new_state
+from cxpulse.domain.state import FACT_ID, CustomerState, FactRow, apply, new_state
 from cxpulse.pipeline.repository import Repository
 
 
 class Processor:
-    def __init__(self, repo: Repository) -> None:
+    """Single writer of the embedded store. Events are inserted synchronously (that is the commit). Facts
+    and keyed state are written with them when the writer is idle, and behind them — coalesced per key, at
+    least every `flush_interval_s` — while more batches are queued; recovery replays whatever the last
+    flush did not cover."""
+
+    def __init__(
+        self, repo: Repository, *, flush_interval_s: float = 0.5, flush_max_facts: int = 50_000
+    ) -> None:
         self.repo = repo
         self.states: dict[str, CustomerState] = {}
+        self.flush_interval_s = flush_interval_s
+        self.flush_max_facts = flush_max_facts
         self._seq = 0
+        self._flushed_seq = 0
+        self._pending_facts: dict[tuple[str, str, str], FactRow] = {}
+        self._pending_states: set[str] = set()
+        self._last_flush = time.monotonic()
         self._lock = threading.Lock()
 
     def recover(self) -> int:
@@ -32,15 +46,20 @@ class Processor:
             checkpoint = self.repo.checkpoint()
             self._seq = self.repo.last_batch_seq()
             replay = self.repo.stateful_events_after(checkpoint)
-            self._fold([e for _, e in replay], force_checkpoint=self._seq > checkpoint)
+            self._fold([e for _, e in replay])
+            self._flushed_seq = checkpoint
+            self._flush()
             return len(replay)
 
     def process(self, events: Sequence[Event]) -> PublishResult:
         """Store `events` exactly once and update everything derived from them."""
         return self.process_many([events])[0]
 
-    def process_many(self, batches: Sequence[Sequence[Event]]) -> list[PublishResult]:
-        """Process several requests' batches in one write (group commit); one result per batch."""
+    def process_many(self, batches: Sequence[Sequence[Event]], *, flush: bool = True) -> list[PublishResult]:
+        """Process several requests' batches in one write (group commit); one result per batch.
+
+        `flush=False` (more work is queued) lets facts and state wait for a later batch.
+        """
         with self._lock:
             first: dict[str, Event] = {}
             for batch in batches:
@@ -52,6 +71,12 @@ class Processor:
                 self._seq += 1
                 self.repo.insert_events(fresh, int(time.time() * 1000), self._seq)
                 self._fold(fresh)
+            if (
+                flush
+                or len(self._pending_facts) >= self.flush_max_facts
+                or time.monotonic() - self._last_flush >= self.flush_interval_s
+            ):
+                self._flush()
             winners = {id(e) for e in fresh}
             results = []
             for batch in batches:
@@ -59,19 +84,29 @@ class Processor:
                 results.append(PublishResult(accepted=accepted, duplicates=len(batch) - accepted))
             return results
 
-    def _fold(self, events: Sequence[Event], *, force_checkpoint: bool = False) -> None:
-        """Apply stateful events to keyed state; persist the facts, the changed states and the checkpoint."""
-        facts: list[tuple[str, FactRow]] = []
-        seq_before: dict[str, int] = {}
+    def flush(self) -> None:
+        """Write pending facts and state now (at shutdown)."""
+        with self._lock:
+            self._flush()
+
+    def _fold(self, events: Sequence[Event]) -> None:
+        """Apply stateful events to keyed state; the facts and states they change become pending."""
         for event in events:
             if event.type not in STATEFUL_TYPES:
                 continue
             state = self.states.get(event.customer_id) or new_state()
-            seq_before.setdefault(event.customer_id, state["seq"])
-            facts += apply(state, event)
+            for table, row in apply(state, event):
+                self._pending_facts[(table, row["customer_id"], row[FACT_ID[table]])] = row
             if state["seq"]:
                 self.states[event.customer_id] = state
-        changed = {cid: self.states[cid] for cid, seq in seq_before.items() if self.states[cid]["seq"] != seq}
-        if facts or changed or force_checkpoint:
-            self.repo.upsert_facts(facts)
-            self.repo.save_states(changed, checkpoint=self._seq)
+                self._pending_states.add(event.customer_id)
+
+    def _flush(self) -> None:
+        self._last_flush = time.monotonic()
+        if self._seq == self._flushed_seq and not self._pending_facts:
+            return
+        self.repo.upsert_facts((table, row) for (table, _, _), row in self._pending_facts.items())
+        self.repo.save_states({cid: self.states[cid] for cid in self._pending_states}, checkpoint=self._seq)
+        self._pending_facts.clear()
+        self._pending_states.clear()
+        self._flushed_seq = self._seq
