@@ -10,6 +10,7 @@ from typing import Any
 from cxpulse.domain.metrics import (
     METRICS,
     Dimension,
+    Family,
     Filters,
     Metric,
     Reading,
@@ -21,7 +22,7 @@ from cxpulse.domain.metrics import (
 )
 from cxpulse.domain.windows import Grid
 from cxpulse.store.base import Store
-from cxpulse.store.kpi_queries import NO_GROUP, grid_stats
+from cxpulse.store.kpi_queries import NO_GROUP, active_span_stats, grid_stats
 
 MAX_SERIES_POINTS = 5_000
 
@@ -73,14 +74,31 @@ class PulseReader:
     def pulse(
         self, metric_ids: Sequence[str], window_ms: int, at_ms: int, filters: Filters
     ) -> dict[str, Reading]:
+        """Readings of several metrics: one query per metric family."""
         metrics = [metric_by_id(m) for m in metric_ids]
-        return {m.id: self._readings(m, at_ms, None, 1, window_ms, filters)[NO_GROUP][0] for m in metrics}
+        out: dict[str, Reading] = {}
+        active = [m for m in metrics if m.family == Family.ACTIVE]
+        if active:
+            needed = {m.id: stat_spans(m, *spans_for(m, at_ms, window_ms)) for m in active}
+            distinct = list(dict.fromkeys(span for spans in needed.values() for span in spans))
+            stats = active_span_stats(self.store, distinct, filters)
+            out.update(
+                {mid: reading(METRICS[mid], [stats[s] for s in spans]) for mid, spans in needed.items()}
+            )
+        families: dict[Family, list[Metric]] = {}
+        for m in metrics:
+            if m.family != Family.ACTIVE:
+                families.setdefault(m.family, []).append(m)
+        for family_metrics in families.values():
+            readings = self._readings(family_metrics, at_ms, None, 1, window_ms, filters)
+            out.update({mid: groups[NO_GROUP][0] for mid, groups in readings.items()})
+        return {m.id: out[m.id] for m in metrics}
 
     def breakdown(
         self, metric_id: str, by: Dimension, window_ms: int, at_ms: int, filters: Filters
     ) -> dict[str, Reading]:
         metric = metric_by_id(metric_id)
-        groups = self._readings(metric, at_ms, None, 1, window_ms, filters, by)
+        groups = self._readings([metric], at_ms, None, 1, window_ms, filters, by)[metric.id]
         return {g: r[0] for g, r in sorted(groups.items()) if _seen(metric, r[0])}
 
     def series(
@@ -96,7 +114,7 @@ class PulseReader:
                 "(use a larger step or a shorter range)"
             )
         first_end = from_ms + step_ms
-        readings = self._readings(metric, first_end, step_ms, count, step_ms, filters)[NO_GROUP]
+        readings = self._readings([metric], first_end, step_ms, count, step_ms, filters)[metric.id][NO_GROUP]
         return [
             {"start": first_end + i * step_ms - step_ms, "end": first_end + i * step_ms, **r}
             for i, r in enumerate(readings)
@@ -104,31 +122,36 @@ class PulseReader:
 
     def _readings(
         self,
-        metric: Metric,
+        metrics: Sequence[Metric],
         first_end_ms: int,
         step_ms: int | None,
         count: int,
         window_ms: int,
         filters: Filters,
         by: Dimension | None = None,
-    ) -> dict[str, list[Reading]]:
-        """Readings at `first_end + i·step` for i < count, per group. A single reading (count 1) takes
-        the step that lines its previous window up with its current one."""
+    ) -> dict[str, dict[str, list[Reading]]]:
+        """Readings at `first_end + i·step` (i < count) per metric and group, for metrics of one family
+        whose readings need the same spans. A single reading (count 1) takes the step that lines its
+        previous window up with its current one."""
+        lead = metrics[0]
         if step_ms is None:
-            current, previous = spans_for(metric, first_end_ms, window_ms)
+            current, previous = spans_for(lead, first_end_ms, window_ms)
             step_ms = current.end_ms - previous.end_ms
-        plan = _plan(metric, first_end_ms, step_ms, count, window_ms)
-        per_grid = [grid_stats(self.store, metric, grid, filters, by) for grid in plan.grids]
-        groups = set().union(*per_grid)
-        empty = empty_stats(metric)
-        out: dict[str, list[Reading]] = {}
-        for group in groups:
-            stats = [
-                g.get(group) or [empty] * grid.count for g, grid in zip(per_grid, plan.grids, strict=True)
-            ]
-            out[group] = [
-                reading(metric, [_stat(stats, slot, i) for slot in plan.slots]) for i in range(count)
-            ]
+        plan = _plan(lead, first_end_ms, step_ms, count, window_ms)
+        per_grid = [grid_stats(self.store, metrics, grid, filters, by) for grid in plan.grids]
+        out: dict[str, dict[str, list[Reading]]] = {}
+        for metric in metrics:
+            empty = empty_stats(metric)
+            groups = set().union(*(grid_out[metric.id] for grid_out in per_grid))
+            out[metric.id] = {}
+            for group in groups:
+                stats = [
+                    grid_out[metric.id].get(group) or [empty] * grid.count
+                    for grid_out, grid in zip(per_grid, plan.grids, strict=True)
+                ]
+                out[metric.id][group] = [
+                    reading(metric, [_stat(stats, slot, i) for slot in plan.slots]) for i in range(count)
+                ]
         return out
 
 

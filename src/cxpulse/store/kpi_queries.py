@@ -1,18 +1,26 @@
-"""The KPI SQL: each metric family's sufficient statistics for every span of a `Grid`, in one query.
+"""The KPI SQL: sufficient statistics per span for a whole metric family in one query.
 
-A row's spans are found by arithmetic on its time (no per-span scan): in a tumbling grid each row falls in
-exactly one span, in a sliding grid (e.g. MAU at each point of an hourly series) in a contiguous range of
-them, expanded with `ARRAY JOIN range(…)`. So a pulse (current + previous window: a 2-point grid), a
-breakdown (the same, grouped by a dimension) and a series run the same statement. Filter values and grid
-numbers are bound as query parameters; identifiers are fixed here.
+Two query shapes, both a single scan:
+
+- **grid** (`grid_stats`): the spans of a `Grid` — a reading's current and previous window, or a series.
+  A row's span is found by arithmetic on its time: in a tumbling grid each row falls in exactly one span,
+  in a sliding grid (e.g. MAU at each point of an hourly series) in a contiguous range of them, expanded
+  with `ARRAY JOIN range(…)`. Metrics of one family sharing a grid (nps, csat and ces; fcr and
+  resolution_time) are computed together.
+- **spans** (`active_span_stats`): distinct customers for an arbitrary list of spans — the active-customer
+  metrics of a pulse (window, 1, 7 and 30 days, and their previous windows) in one pass with one
+  `uniqExactIf` per distinct span.
+
+Filter values and numbers are bound as query parameters; identifiers are fixed here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from cxpulse.domain.metrics import Dimension, Family, Filters, Metric, Stats, empty_stats
-from cxpulse.domain.windows import Grid
+from cxpulse.domain.windows import Grid, Span
 from cxpulse.store.base import Store
 
 NO_GROUP = ""
@@ -20,10 +28,37 @@ _FAR = "9223372036854775807"
 _END = "({origin:Int64} + (idx + 1) * {step:Int64})"  # end of span `idx`
 _START = f"({_END} - {{length:Int64}})"
 
-_SURVEY_STATS = {
-    "nps": "countIf(score >= 9), countIf(score <= 6), count()",
-    "csat": "countIf(score >= if(scale = 7, 6, 4)), count()",
-    "ces": "avg(score), ifNotFinite(varSamp(score), 0), count(), countIf(score <= 3)",
+#: Per metric: its row condition within the family's rows, and its statistics (in `empty_stats` order).
+_SELECTS: dict[str, tuple[str, list[str]]] = {
+    "nps": ("survey = 'nps'", ["countIf(score >= 9 AND {c})", "countIf(score <= 6 AND {c})", "countIf({c})"]),
+    "csat": ("survey = 'csat'", ["countIf(score >= if(scale = 7, 6, 4) AND {c})", "countIf({c})"]),
+    "ces": (
+        "survey = 'ces'",
+        [
+            "ifNotFinite(avgIf(score, {c}), 0)",
+            "ifNotFinite(varSampIf(score, {c}), 0)",
+            "countIf({c})",
+            "countIf(score <= 3 AND {c})",
+        ],
+    ),
+    "referral_rate": ("1", ["countIf(referral = 1)", "count()"]),
+    "active_customers": ("1", ["uniqExact(customer_key)"]),
+    "dau": ("1", ["uniqExact(customer_key)"]),
+    "wau": ("1", ["uniqExact(customer_key)"]),
+    "mau": ("1", ["uniqExact(customer_key)"]),
+    "stickiness": ("1", ["uniqExact(customer_key)"]),
+    "fcr": ("1", [f"countIf(contacts <= 1 AND ifNull(recontact_ms, {_FAR}) >= {_END})", "count()"]),
+    "resolution_time": ("1", ["groupArray(greatest(0, resolved_ms - first_ms) / 1000.0)"]),
+    "trial_conversion": ("1", ["countIf(converted = 1)", "count()"]),
+}
+
+#: Per family: the table, the time column placing a row in spans, and the rows it reads.
+_SOURCES: dict[Family, tuple[str, str, str]] = {
+    Family.SURVEY: ("events", "occurred_ms", "type = 'survey_answer'"),
+    Family.REFERRAL: ("events", "occurred_ms", "type = 'purchase'"),
+    Family.ACTIVE: ("events", "occurred_ms", "1"),
+    Family.CASES: ("cases FINAL", "resolved_ms", "1"),
+    Family.TRIALS: ("trials FINAL", "outcome_ms", "1"),
 }
 
 
@@ -35,28 +70,28 @@ def _filter_sql(filters: Filters, params: dict[str, Any]) -> str:
     return "".join(clauses)
 
 
-def _per_span(
-    source: str,
-    time_col: str,
-    where: str,
-    select: str,
-    group: str,
-    filters: Filters,
-    grid: Grid,
-    params: dict[str, Any],
+def _grid_query(
+    metrics: Sequence[Metric], filters: Filters, group: str, grid: Grid, params: dict[str, Any]
 ) -> str:
-    """Statistics per (span, group) of the rows of `source` whose `time_col` falls in a span of the grid."""
+    """Statistics per (span, group) for metrics of one family over the rows whose time falls in a span."""
+    source, time_col, where = _SOURCES[metrics[0].family]
+    selects = []
+    for metric in metrics:
+        condition, exprs = _SELECTS[metric.id]
+        selects += [e.replace("{c}", condition) for e in exprs]
+    if len(metrics) == 1 and metrics[0].family == Family.SURVEY:
+        where += f" AND {_SELECTS[metrics[0].id][0]}"  # one survey: narrow the scan by the sort key
     if grid.length_ms == grid.step_ms:
         index, array_join = f"intDiv({time_col} - {{origin:Int64}}, {{step:Int64}}) AS idx", ""
     else:
-        index = "idx"
         offset = f"{time_col} - {{origin:Int64}}"
+        index = "idx"
         array_join = (
             f" ARRAY JOIN range(greatest(0, intDiv({offset}, {{step:Int64}})),"
             f" least({{count:Int64}}, intDiv({offset} + {{length:Int64}}, {{step:Int64}}))) AS idx"
         )
     return (
-        f"SELECT {index}, {group} AS g, {select} FROM {{db:Identifier}}.{source}{array_join} "
+        f"SELECT {index}, {group} AS g, {', '.join(selects)} FROM {{db:Identifier}}.{source}{array_join} "
         f"WHERE {where} AND {time_col} >= {{lo:Int64}} AND {time_col} < {{hi:Int64}}"
         f"{_filter_sql(filters, params)} GROUP BY idx, g"
     )
@@ -64,7 +99,8 @@ def _per_span(
 
 def _subscriptions_query(filters: Filters, group: str, params: dict[str, Any]) -> str:
     """Subscribers at each span's start (S, by the dims of their active interval), still active at its end
-    (retained) and cancelling inside it (churned). An interval is active at t for started < t <= its end."""
+    (retained) and cancelling inside it (churned) — the statistics of churn and retention alike. An
+    interval is active at t for started < t <= its end."""
     end = f"least(ifNull(next_start_ms, {_FAR}), ifNull(cancel_ms, {_FAR}))"
     at_start = f"started_ms < {_START} AND {_START} <= {end}"
     at_end = f"started_ms < {_END} AND {_END} <= {end}"
@@ -83,37 +119,17 @@ def _subscriptions_query(filters: Filters, group: str, params: dict[str, Any]) -
     )
 
 
-def _family_query(metric: Metric, filters: Filters, group: str, grid: Grid, params: dict[str, Any]) -> str:
-    def per_span(source: str, time_col: str, where: str, select: str) -> str:
-        return _per_span(source, time_col, where, select, group, filters, grid, params)
-
-    if metric.family == Family.SURVEY:
-        params["survey"] = metric.id
-        where = "type = 'survey_answer' AND survey = {survey:String}"
-        return per_span("events", "occurred_ms", where, _SURVEY_STATS[metric.id])
-    if metric.family == Family.REFERRAL:
-        return per_span("events", "occurred_ms", "type = 'purchase'", "countIf(referral = 1), count()")
-    if metric.family == Family.ACTIVE:
-        return per_span("events", "occurred_ms", "1", "uniqExact(customer_key)")
-    if metric.family == Family.CASES:
-        if metric.id == "fcr":
-            select = f"countIf(contacts <= 1 AND ifNull(recontact_ms, {_FAR}) >= {_END}), count()"
-        else:
-            select = "groupArray(greatest(0, resolved_ms - first_ms) / 1000.0)"
-        return per_span("cases FINAL", "resolved_ms", "1", select)
-    if metric.family == Family.TRIALS:
-        return per_span("trials FINAL", "outcome_ms", "1", "countIf(converted = 1), count()")
-    return _subscriptions_query(filters, group, params)
-
-
 def grid_stats(
     store: Store,
-    metric: Metric,
+    metrics: Sequence[Metric],
     grid: Grid,
     filters: Filters | None = None,
     by: Dimension | None = None,
-) -> dict[str, list[Stats]]:
-    """Statistics of `metric` for each span of `grid`, keyed by group value (`NO_GROUP` when `by` is None)."""
+) -> dict[str, dict[str, list[Stats]]]:
+    """Statistics for each span of `grid`, per metric id and group value (`NO_GROUP` when `by` is None).
+
+    `metrics` must share a family (one query computes them all).
+    """
     params: dict[str, Any] = {
         "db": store.database,
         "origin": grid.first_end_ms - grid.step_ms,
@@ -123,12 +139,47 @@ def grid_stats(
         "lo": grid.start_ms,
         "hi": grid.end_ms,
     }
-    sql = _family_query(metric, filters or Filters(), by.value if by else "''", grid, params)
-    empty = empty_stats(metric)
-    out: dict[str, list[Stats]] = {}
+    group = by.value if by else "''"
+    flt = filters or Filters()
+    if metrics[0].family == Family.SUBSCRIPTIONS:
+        sql = _subscriptions_query(flt, group, params)
+        widths = [3] * len(metrics)  # churn and retention read the same three numbers
+        offsets = [0] * len(metrics)
+    else:
+        sql = _grid_query(metrics, flt, group, grid, params)
+        widths = [len(_SELECTS[m.id][1]) for m in metrics]
+        offsets = [sum(widths[:i]) for i in range(len(metrics))]
+    out: dict[str, dict[str, list[Stats]]] = {m.id: {} for m in metrics}
     for idx, g, *values in store.rows(sql, params):
-        if 0 <= idx < grid.count:
-            out.setdefault(g, [empty] * grid.count)[idx] = tuple(values)
-    if by is None and NO_GROUP not in out:
-        out[NO_GROUP] = [empty] * grid.count
+        if not 0 <= idx < grid.count:
+            continue
+        for metric, offset, width in zip(metrics, offsets, widths, strict=True):
+            per_group = out[metric.id].setdefault(g, [empty_stats(metric)] * grid.count)
+            per_group[idx] = tuple(values[offset : offset + width])
+    for metric in metrics:
+        if by is None:
+            out[metric.id].setdefault(NO_GROUP, [empty_stats(metric)] * grid.count)
     return out
+
+
+def active_span_stats(
+    store: Store, spans: Sequence[Span], filters: Filters | None = None
+) -> dict[Span, Stats]:
+    """Distinct customers with an event in each span, in one pass."""
+    params: dict[str, Any] = {
+        "db": store.database,
+        "lo": min(s.start_ms for s in spans),
+        "hi": max(s.end_ms for s in spans),
+    }
+    counts = []
+    for i, span in enumerate(spans):
+        params[f"s{i}"], params[f"e{i}"] = span.start_ms, span.end_ms
+        counts.append(
+            f"uniqExactIf(customer_key, occurred_ms >= {{s{i}:Int64}} AND occurred_ms < {{e{i}:Int64}})"
+        )
+    where = "occurred_ms >= {lo:Int64} AND occurred_ms < {hi:Int64}" + _filter_sql(
+        filters or Filters(), params
+    )
+    sql = f"SELECT {', '.join(counts)} FROM {{db:Identifier}}.events WHERE {where}"
+    (row,) = store.rows(sql, params)
+    return {span: (count,) for span, count in zip(spans, row, strict=True)}
