@@ -1,8 +1,9 @@
 """Event validation derived from `schemas/event.schema.json`, the single source of truth (SPEC §1).
 
-Valid items take a compiled fast path (fastjsonschema); an item that fails it is re-checked with
-`jsonschema` to collect every per-field message. Rules a schema cannot express — time bounds relative to
-now, the serialized size of `properties` — are checked here after the schema.
+Valid items take a plain-Python fast path compiled from the schema (`fast_validation.check`, several times
+cheaper than fastjsonschema); an item it is not sure about takes fastjsonschema, and an item that fails that
+is re-checked with `jsonschema` to collect every per-field message. Rules a schema cannot express — time
+bounds relative to now, the serialized size of `properties` — are checked here after the schema.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -19,6 +20,7 @@ import fastjsonschema
 import jsonschema
 import orjson
 
+from cxpulse.domain import fast_validation
 from cxpulse.domain.events import DEFAULT_TOUCHPOINT, DEFAULT_TRIAL_DAYS, UNKNOWN, Event, EventType
 from cxpulse.schema_files import schema_file
 
@@ -26,6 +28,19 @@ MAX_FUTURE_MS = 5 * 60 * 1000
 MAX_PROPERTIES_BYTES = 8 * 1024
 DAY_MS = 86_400_000
 KNOWN_TYPES = frozenset(EventType)
+SURVEY_ANSWER = str(EventType.SURVEY_ANSWER)
+TRIAL_START = str(EventType.TRIAL_START)
+
+#: `validate_event` builds Events positionally (keyword parsing of 21 fields costs ~0.8 µs per event).
+_EVENT_FIELDS = (
+    "event_id", "type", "occurred_ms", "customer_id", "touchpoint", "channel", "segment", "survey", "score",
+    "scale", "comment", "case_id", "order_id", "amount", "currency", "referral", "referrer_id", "trial_days",
+    "plan", "reason", "properties",
+)  # fmt: skip
+if tuple(f.name for f in fields(Event)) != _EVENT_FIELDS:  # pragma: no cover - guards the positional call
+    raise ImportError(
+        "Event's fields changed: update _EVENT_FIELDS and the Event(...) call in validate_event"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,61 +218,63 @@ def parse_timestamp_ms(text: str) -> int:
 
 def validate_event(item: Any, now_ms: int, retention_days: int) -> Event | list[FieldError]:
     """Validate one decoded JSON item; return the normalized Event or its per-field errors."""
-    event_type = item.get("type") if isinstance(item, dict) else None
-    try:
-        if event_type not in KNOWN_TYPES:
-            raise fastjsonschema.JsonSchemaException("unknown type")
-        _fast_validator(event_type)(item)
-    except fastjsonschema.JsonSchemaException:
-        errors = _schema_errors(item)
-        return errors or [FieldError("(root)", "does not match the event schema")]
+    if not fast_validation.check(item):  # not sure: the full path decides, and words the errors
+        event_type = item.get("type") if isinstance(item, dict) else None
+        try:
+            if not isinstance(event_type, str) or event_type not in KNOWN_TYPES:  # [] is unhashable
+                raise fastjsonschema.JsonSchemaException("unknown type")
+            _fast_validator(event_type)(item)
+        except fastjsonschema.JsonSchemaException:
+            errors = _schema_errors(item)
+            return errors or [FieldError("(root)", "does not match the event schema")]
     try:
         occurred_ms = parse_timestamp_ms(item["occurred_at"])
     except ValueError as exc:
         return [FieldError("occurred_at", f"not a valid RFC 3339 timestamp: {exc}")]
-    errors = []
-    if occurred_ms > now_ms + MAX_FUTURE_MS:
-        errors.append(FieldError("occurred_at", "is more than 5 minutes in the future"))
-    if occurred_ms < now_ms - retention_days * DAY_MS:
-        errors.append(FieldError("occurred_at", f"is older than the retention of {retention_days} days"))
-    props = item.get("properties")
-    properties = "{}" if props is None else orjson.dumps(props).decode()
-    if len(properties.encode()) > MAX_PROPERTIES_BYTES:
-        errors.append(FieldError("properties", f"is larger than {MAX_PROPERTIES_BYTES} bytes serialized"))
-    if errors:
+    get = item.get
+    props = get("properties")
+    raw = b"{}" if props is None else orjson.dumps(props)  # orjson writes UTF-8: len() is the byte size
+    too_new = occurred_ms > now_ms + MAX_FUTURE_MS
+    too_old = occurred_ms < now_ms - retention_days * DAY_MS
+    if too_new or too_old or len(raw) > MAX_PROPERTIES_BYTES:
+        errors = []
+        if too_new:
+            errors.append(FieldError("occurred_at", "is more than 5 minutes in the future"))
+        if too_old:
+            errors.append(FieldError("occurred_at", f"is older than the retention of {retention_days} days"))
+        if len(raw) > MAX_PROPERTIES_BYTES:
+            errors.append(FieldError("properties", f"is larger than {MAX_PROPERTIES_BYTES} bytes serialized"))
         return errors
     etype = item["type"]
     scale = 0
-    if etype == EventType.SURVEY_ANSWER:
-        scale = (
-            10
-            if item["survey"] == "nps"
-            else 7
-            if item.get("scale") == "1-7" or item["survey"] == "ces"
-            else 5
-        )
+    if etype == SURVEY_ANSWER:
+        survey = item["survey"]
+        scale = 10 if survey == "nps" else 7 if survey == "ces" or get("scale") == "1-7" else 5
+    score = get("score")
+    amount = get("amount")
+    referrer_id = get("referrer_id", "")
     return Event(
-        event_id=item["event_id"],
-        type=etype,
-        occurred_ms=occurred_ms,
-        customer_id=item["customer_id"],
-        touchpoint=item.get("touchpoint") or DEFAULT_TOUCHPOINT[etype],
-        channel=item.get("channel") or UNKNOWN,
-        segment=item.get("segment") or UNKNOWN,
-        survey=item.get("survey", ""),
-        score=None if item.get("score") is None else int(item["score"]),  # 9.0 is an integer
-        scale=scale,
-        comment=item.get("comment", ""),
-        case_id=item.get("case_id", ""),
-        order_id=item.get("order_id", ""),
-        amount=None if item.get("amount") is None else float(item["amount"]),
-        currency=item.get("currency", ""),
-        referral=bool(item.get("referral", False)) or "referrer_id" in item,
-        referrer_id=item.get("referrer_id", ""),
-        trial_days=int(item.get("trial_days", DEFAULT_TRIAL_DAYS)) if etype == EventType.TRIAL_START else 0,
-        plan=item.get("plan", ""),
-        reason=item.get("reason", ""),
-        properties=properties,
+        item["event_id"],
+        etype,
+        occurred_ms,
+        item["customer_id"],
+        get("touchpoint") or DEFAULT_TOUCHPOINT[etype],
+        get("channel") or UNKNOWN,
+        get("segment") or UNKNOWN,
+        get("survey", ""),
+        None if score is None else int(score),  # 9.0 is an integer
+        scale,
+        get("comment", ""),
+        get("case_id", ""),
+        get("order_id", ""),
+        None if amount is None else float(amount),
+        get("currency", ""),
+        bool(get("referral", False)) or "referrer_id" in item,
+        referrer_id,
+        int(get("trial_days", DEFAULT_TRIAL_DAYS)) if etype == TRIAL_START else 0,
+        get("plan", ""),
+        get("reason", ""),
+        "{}" if props is None else raw.decode(),
     )
 
 
