@@ -190,9 +190,12 @@ NPS_SIGNIFICANT = [
     (((50, 18, 100), (40, 30, 100)), False),
     # 10 points on n = 100 each: z = 0.8305
     (((50, 30, 100), (40, 30, 100)), False),
-    # zero variance on both sides: any difference is certain
+    # zero variance on both sides: the variance pooled under "no change" judges the difference —
+    # all promoters vs all detractors, n = 10 each: pooled var 1, se = √(1/10 + 1/10) = 0.447, z = 4.47
     (((10, 0, 10), (0, 10, 10)), True),
     (((10, 0, 10), (5, 0, 5)), False),
+    # … but one answer each is no evidence: se = √2, z = 1.41
+    (((1, 0, 1), (0, 1, 1)), False),
     # an empty side → None
     (((5, 3, 10), (0, 0, 0)), None),
     (((0, 0, 0), (5, 3, 10)), None),

@@ -97,8 +97,11 @@ def nps_change_significant(current: tuple[int, int, int], previous: tuple[int, i
         return None
     diff = (p1 - d1) / n1 - (p2 - d2) / n2
     se = math.sqrt(nps_variance(p1, d1, n1) + nps_variance(p2, d2, n2))
-    if se == 0:
-        return diff != 0
+    if se == 0:  # both sides unanimous: judge the difference with the variance pooled under "no change"
+        pooled = nps_variance(p1 + p2, d1 + d2, n1 + n2) * (n1 + n2)
+        se = math.sqrt(pooled / n1 + pooled / n2)
+        if se == 0:
+            return False
     return _two_sided(diff / se)
 
 
