@@ -56,7 +56,6 @@ class ChdbStore:
         return data
 
 
-
 def _text_params(sql: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
     """chDB takes parameters as text: format them exactly as clickhouse-connect does for a server."""
     if not params:
