@@ -8,11 +8,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from fastapi import FastAPI
+
 from cxpulse.bus.inprocess import InProcessBus
 from cxpulse.config import Settings
 from cxpulse.pipeline.processor import Processor
 from cxpulse.pipeline.repository import Repository
 from cxpulse.store import Store, migrate, open_store
+from services.api.app import create_app
 
 log = logging.getLogger("cxpulse.aggregator")
 
@@ -31,6 +34,10 @@ class EmbeddedRuntime:
         replayed = processor.recover()
         log.info("store ready (%d stateful events replayed since the last checkpoint)", replayed)
         return cls(store, processor, InProcessBus(processor))
+
+    def app(self, settings: Settings) -> FastAPI:
+        """The whole embedded service: ingest through the in-process bus, reads that see every 202."""
+        return create_app(self.store, settings, bus=self.bus, before_read=self.processor.flush)
 
     def close(self) -> None:
         self.processor.flush()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
@@ -18,14 +19,22 @@ from services.api.routes import pulse_router
 from services.ingest.routes import events_router
 
 
-def create_app(store: Store, settings: Settings, bus: EventBus | None = None) -> FastAPI:
+def create_app(
+    store: Store,
+    settings: Settings,
+    bus: EventBus | None = None,
+    *,
+    before_read: Callable[[], None] | None = None,
+) -> FastAPI:
+    """The app over `store`; with a `bus` it also ingests. `before_read` makes acknowledged writes visible
+    to reads (the embedded processor writes facts behind events)."""
     app = FastAPI(
         title="CX Pulse",
         version=__version__,
         description="A live pulse on customer experience: NPS, CSAT, CES, FCR and more, in event time.",
     )
     install_error_handlers(app)
-    app.include_router(pulse_router(PulseReader(store)))
+    app.include_router(pulse_router(PulseReader(store, before_read=before_read)))
     if bus is not None:
         app.include_router(
             events_router(bus, retention_days=settings.retention_days, max_body_bytes=settings.max_body_bytes)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,14 +68,16 @@ def _plan(metric: Metric, first_end_ms: int, step_ms: int, count: int, window_ms
 
 
 class PulseReader:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, before_read: Callable[[], None] | None = None) -> None:
         self.store = store
+        self.before_read = before_read
 
     def pulse(
         self, metric_ids: Sequence[str], window_ms: int, at_ms: int, filters: Filters
     ) -> dict[str, Reading]:
         """Readings of several metrics: one query per metric family."""
         metrics = [metric_by_id(m) for m in metric_ids]
+        self._settle()
         out: dict[str, Reading] = {}
         active = [m for m in metrics if m.family == Family.ACTIVE]
         if active:
@@ -98,6 +100,7 @@ class PulseReader:
         self, metric_id: str, by: Dimension, window_ms: int, at_ms: int, filters: Filters
     ) -> dict[str, Reading]:
         metric = metric_by_id(metric_id)
+        self._settle()
         groups = self._readings([metric], at_ms, None, 1, window_ms, filters, by)[metric.id]
         return {g: r[0] for g, r in sorted(groups.items()) if _seen(metric, r[0])}
 
@@ -114,11 +117,16 @@ class PulseReader:
                 "(use a larger step or a shorter range)"
             )
         first_end = from_ms + step_ms
+        self._settle()
         readings = self._readings([metric], first_end, step_ms, count, step_ms, filters)[metric.id][NO_GROUP]
         return [
             {"start": first_end + i * step_ms - step_ms, "end": first_end + i * step_ms, **r}
             for i, r in enumerate(readings)
         ]
+
+    def _settle(self) -> None:
+        if self.before_read is not None:
+            self.before_read()
 
     def _readings(
         self,

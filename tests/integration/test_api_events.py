@@ -13,7 +13,6 @@ from httpx import Response
 
 from cxpulse.config import Settings
 from services.aggregator.embedded import EmbeddedRuntime
-from services.api.app import create_app
 from tests.conftest import event, iso
 
 MINUTE = 60_000
@@ -24,7 +23,7 @@ Item = dict[str, Any]
 
 @pytest.fixture
 def client(runtime: EmbeddedRuntime, settings: Settings) -> TestClient:
-    return TestClient(create_app(runtime.store, settings, bus=runtime.bus))
+    return TestClient(runtime.app(settings))
 
 
 def now_ms() -> int:
@@ -322,7 +321,7 @@ def test_an_explicit_nps_score_of_9_0_counts_as_a_promoter(client: TestClient) -
 
 def test_retention_follows_the_setting(runtime: EmbeddedRuntime, settings: Settings) -> None:
     short = settings.model_copy(update={"retention_days": 30})
-    client = TestClient(create_app(runtime.store, short, bus=runtime.bus))
+    client = TestClient(runtime.app(short))
     result = accepted(client.post("/v1/events", json=[nps("recent", at=now_ms() - 29 * DAY), nps("old")]))
     assert result["accepted"] == 2
     old = nps("older", at=now_ms() - 31 * DAY)
@@ -426,7 +425,7 @@ def test_exactly_10000_items_are_accepted(client: TestClient) -> None:
 @pytest.fixture
 def small_client(runtime: EmbeddedRuntime, settings: Settings) -> TestClient:
     small = settings.model_copy(update={"max_body_bytes": 2048})
-    return TestClient(create_app(runtime.store, small, bus=runtime.bus))
+    return TestClient(runtime.app(small))
 
 
 def test_body_over_the_byte_limit_is_413(small_client: TestClient) -> None:

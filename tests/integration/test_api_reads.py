@@ -14,7 +14,6 @@ from cxpulse.config import Settings
 from cxpulse.domain.metrics import METRICS
 from cxpulse.domain.validation import event_schema
 from services.aggregator.embedded import EmbeddedRuntime
-from services.api.app import create_app
 from tests.conftest import T0, event, iso, ms
 
 HOUR = 3_600_000
@@ -25,7 +24,7 @@ READING_KEYS = {"value", "n", "ci", "previous", "delta", "significant"}
 
 @pytest.fixture
 def client(runtime: EmbeddedRuntime, settings: Settings) -> TestClient:
-    return TestClient(create_app(runtime.store, settings, bus=runtime.bus))
+    return TestClient(runtime.app(settings))
 
 
 @pytest.fixture

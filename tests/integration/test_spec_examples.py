@@ -9,7 +9,6 @@ from fastapi.testclient import TestClient
 
 from cxpulse.config import Settings
 from services.aggregator.embedded import EmbeddedRuntime
-from services.api.app import create_app
 from tests.conftest import T0, event, iso, ms
 
 DAY = 86_400_000
@@ -18,7 +17,7 @@ AT = ms(T0)
 
 @pytest.fixture
 def client(runtime: EmbeddedRuntime, settings: Settings) -> TestClient:
-    return TestClient(create_app(runtime.store, settings, bus=runtime.bus))
+    return TestClient(runtime.app(settings))
 
 
 def post(client: TestClient, events: list[dict[str, Any]]) -> dict[str, Any]:

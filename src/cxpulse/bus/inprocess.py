@@ -1,7 +1,8 @@
 """The embedded bus: events go to the in-process processor, with group commit.
 
 Requests that arrive while a write is in flight are merged into the next write, so concurrent producers
-share the store's fixed per-insert cost. Each `publish` still returns only after its own events are stored.
+share the store's fixed per-insert cost. Each `publish` still returns only after its own events are stored;
+the facts derived from them are written behind (see `Processor`), and readers settle them first.
 """
 
 from __future__ import annotations
@@ -43,14 +44,19 @@ class InProcessBus:
 
     async def _write_loop(self, queue: asyncio.Queue[_Pending]) -> None:
         while True:
-            group = [await queue.get()]
+            try:
+                first = await asyncio.wait_for(queue.get(), self.processor.flush_interval_s)
+            except TimeoutError:  # idle: write what is pending behind the events
+                await asyncio.to_thread(self.processor.flush)
+                continue
+            group = [first]
             size = len(group[0][0])
             while size < self.max_group_events and not queue.empty():
                 group.append(queue.get_nowait())
                 size += len(group[-1][0])
             batches = [events for events, _ in group]
             try:
-                results = await asyncio.to_thread(self.processor.process_many, batches, flush=queue.empty())
+                results = await asyncio.to_thread(self.processor.process_many, batches, flush=False)
             except Exception as exc:  # every waiting request must hear about it, and the writer goes on
                 failure = (
                     BusUnavailable(f"the store did not accept the batch: {exc}")
