@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from typing import Any
 
 from fastapi import FastAPI
 
 from cxpulse import __version__
 from cxpulse.bus import EventBus
 from cxpulse.config import Settings
-from cxpulse.domain.validation import event_schema
 from cxpulse.http.errors import ApiError, install_error_handlers
+from cxpulse.http.openapi import add_event_schema
 from cxpulse.readings import PulseReader
 from cxpulse.store.base import Store, StoreError
 from services.api.routes import pulse_router
@@ -39,7 +37,7 @@ def create_app(
         app.include_router(
             events_router(bus, retention_days=settings.retention_days, max_body_bytes=settings.max_body_bytes)
         )
-    _add_event_schema(app)
+    add_event_schema(app)
 
     @app.get("/healthz", tags=["ops"], summary="The process is up")
     def healthz() -> dict[str, str]:
@@ -54,21 +52,3 @@ def create_app(
         return {"status": "ready"}
 
     return app
-
-
-def _add_event_schema(app: FastAPI) -> None:
-    """Publish `schemas/event.schema.json` as the OpenAPI `Event` component (one source of truth)."""
-    original = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            spec = original()
-            schema = {k: v for k, v in event_schema().items() if k not in ("$schema", "$id", "definitions")}
-            text = json.dumps(schema).replace("#/definitions/", "#/components/schemas/Event_")
-            spec.setdefault("components", {}).setdefault("schemas", {})["Event"] = json.loads(text)
-            for name, sub in event_schema()["definitions"].items():
-                spec["components"]["schemas"][f"Event_{name}"] = sub
-            app.openapi_schema = spec
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,16 +1,26 @@
-"""`cxpulse` — the command line: `run` (embedded, one process), later `ingest`, `aggregator`, `api`."""
+"""`cxpulse` — the command line.
+
+`run` is the embedded mode (one process; `--kafka` puts Kafka between ingest and processing). The
+distributed shape is `ingest` (HTTP → Kafka), `aggregator` × N (Faust workers) and `api` (reads; with Kafka
+and no ClickHouse server it also loads the workers' output into its chDB store).
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import uvicorn
 
 from cxpulse.config import Settings
 from cxpulse.store.base import StoreError
+
+if TYPE_CHECKING:
+    from services.aggregator.embedded import EmbeddedRuntime
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -20,7 +30,6 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from services.aggregator.embedded import EmbeddedRuntime
-    from services.api.app import create_app
 
     settings = _settings(args)
     try:
@@ -28,7 +37,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except StoreError as exc:
         print(f"cxpulse: {exc}", file=sys.stderr)
         return 2
-    app = create_app(runtime.store, settings, bus=runtime.bus)
+    if settings.kafka_bootstrap:
+        return _run_with_kafka(runtime, settings)
+    app = runtime.app(settings)
     print(
         f"CX Pulse (embedded) on http://{settings.host}:{settings.port}  data: {settings.data_dir}",
         flush=True,
@@ -38,6 +49,103 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         runtime.close()
     return 0
+
+
+def _run_with_kafka(runtime: EmbeddedRuntime, settings: Settings) -> int:
+    """`run --kafka`: ingest publishes to Kafka; an in-process consumer feeds the embedded processor."""
+    from cxpulse.bus.kafka import KafkaBus, ensure_topics
+    from services.aggregator.kafka_embedded import KafkaFeeder
+    from services.api.app import create_app
+    from services.serving import serve
+
+    assert settings.kafka_bootstrap
+    bootstrap = settings.kafka_bootstrap
+    bus = KafkaBus(settings)
+    app = create_app(runtime.store, settings, bus=bus, before_read=runtime.processor.flush)
+
+    async def topics() -> None:
+        await ensure_topics(bootstrap, [settings.topic, settings.dlq_topic], settings.kafka_partitions)
+
+    print(
+        f"CX Pulse (embedded, Kafka bus {bootstrap}) on http://{settings.host}:{settings.port}  "
+        f"data: {settings.data_dir}",
+        flush=True,
+    )
+    try:
+        return asyncio.run(
+            serve(
+                app,
+                settings.host,
+                settings.port,
+                loops=[KafkaFeeder(settings, runtime.processor).run],
+                startup=[topics, bus.start],
+                shutdown=[bus.stop],
+            )
+        )
+    finally:
+        runtime.close()
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from cxpulse.bus.kafka import KafkaBus
+    from services.ingest.app import create_ingest_app
+    from services.serving import serve
+
+    settings = _settings(args)
+    if not settings.kafka_bootstrap:
+        print("cxpulse ingest: set --kafka HOST:PORT or CXPULSE_KAFKA_BOOTSTRAP", file=sys.stderr)
+        return 2
+    bus = KafkaBus(settings)
+    app = create_ingest_app(bus, settings)
+    print(
+        f"CX Pulse ingest on http://{settings.host}:{settings.port} → Kafka {settings.kafka_bootstrap} "
+        f"topic {settings.topic}",
+        flush=True,
+    )
+    return asyncio.run(serve(app, settings.host, settings.port, startup=[bus.start], shutdown=[bus.stop]))
+
+
+def cmd_aggregator(args: argparse.Namespace) -> int:
+    from services.aggregator.faust_app import run_worker
+
+    settings = _settings(args)
+    if not settings.kafka_bootstrap:
+        print("cxpulse aggregator: set --kafka HOST:PORT or CXPULSE_KAFKA_BOOTSTRAP", file=sys.stderr)
+        return 2
+    return run_worker(settings)
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    from cxpulse.bus.kafka import ensure_topics
+    from cxpulse.store import migrate, open_store
+    from services.aggregator.loader import Loader
+    from services.api.app import create_app
+    from services.serving import Loop, serve
+
+    settings = _settings(args)
+    try:
+        store = open_store(settings)
+        migrate(store)
+    except StoreError as exc:
+        print(f"cxpulse: {exc}", file=sys.stderr)
+        return 2
+    loops: list[Loop] = []
+    startup = []
+    bootstrap = settings.kafka_bootstrap
+    if bootstrap and not settings.clickhouse_url:
+        loops.append(Loader(settings, store).run)
+
+        async def topics() -> None:
+            await ensure_topics(bootstrap, [settings.store_topic], settings.kafka_partitions)
+
+        startup.append(topics)
+    where = settings.clickhouse_url or f"chDB {settings.data_dir}"
+    loading = f", loading {settings.store_topic} from {bootstrap}" if loops else ""
+    print(f"CX Pulse API on http://{settings.host}:{settings.port}  store: {where}{loading}", flush=True)
+    try:
+        return asyncio.run(serve(create_app(store, settings), settings.host, settings.port, loops, startup))
+    finally:
+        store.close()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,8 +159,37 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--data-dir", dest="data_dir", help="store directory (default ./data, env CXPULSE_DATA_DIR)"
     )
+    _kafka_option(run, "use Kafka as the bus (ingest → Kafka → the embedded processor)")
     run.set_defaults(func=cmd_run)
+
+    ingest = sub.add_parser("ingest", help="distributed: POST /v1/events → Kafka (acks=all)")
+    _http_options(ingest)
+    _kafka_option(ingest, "Kafka bootstrap servers (env CXPULSE_KAFKA_BOOTSTRAP)")
+    ingest.set_defaults(func=cmd_ingest)
+
+    aggregator = sub.add_parser("aggregator", help="distributed: a Faust worker (run several)")
+    _kafka_option(aggregator, "Kafka bootstrap servers (env CXPULSE_KAFKA_BOOTSTRAP)")
+    aggregator.set_defaults(func=cmd_aggregator)
+
+    api = sub.add_parser(
+        "api", help="distributed: the read API; with Kafka and no ClickHouse server it also loads cx.store"
+    )
+    _http_options(api)
+    api.add_argument(
+        "--data-dir", dest="data_dir", help="chDB store directory (default ./data, env CXPULSE_DATA_DIR)"
+    )
+    _kafka_option(api, "load the workers' output (cx.store) from this Kafka into the chDB store")
+    api.set_defaults(func=cmd_api)
     return parser
+
+
+def _http_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="bind address (default 127.0.0.1, env CXPULSE_HOST)")
+    parser.add_argument("--port", type=int, help="port (default 8000, env CXPULSE_PORT)")
+
+
+def _kafka_option(parser: argparse.ArgumentParser, text: str) -> None:
+    parser.add_argument("--kafka", dest="kafka_bootstrap", metavar="HOST:PORT", help=text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

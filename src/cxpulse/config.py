@@ -25,3 +25,31 @@ class Settings(BaseSettings):
     publish_timeout_s: float = Field(
         10.0, description="Ingest answers 503 when the bus does not ack in time."
     )
+    store_topic: str = Field(
+        "cx.store",
+        description="Kafka topic of worker output (event and fact rows) that the chDB-owning process loads; "
+        "unused when the workers write to a ClickHouse server (CXPULSE_CLICKHOUSE_URL).",
+    )
+    app_id: str = Field(
+        "cxpulse-aggregator",
+        description="Faust app id: the workers' consumer group and the prefix of their table changelogs.",
+    )
+    loader_group: str = Field("cxpulse-loader", description="Consumer group of the cx.store loader.")
+    run_group: str = Field("cxpulse-run", description="Consumer group of `cxpulse run --kafka`.")
+    kafka_partitions: int = Field(
+        4, ge=1, description="Partitions of the topics cxpulse creates when they are missing."
+    )
+    kafka_compression: str | None = Field(
+        "gzip",
+        description="Producer compression: gzip (built in), lz4 / zstd / snappy (need `cramjam`), or none.",
+    )
+    kafka_linger_ms: int = Field(5, ge=0, description="Producer linger: wait this long to fill batches.")
+    batch_size: int = Field(1000, ge=1, description="Worker / loader: most messages handled per batch.")
+    batch_within_s: float = Field(
+        0.2, gt=0, description="Worker / loader: longest wait to fill a batch (bounds freshness)."
+    )
+    kafka_session_timeout_s: float = Field(
+        10.0,
+        ge=6,
+        description="Consumer-group session timeout: how soon a crashed worker's partitions move to another.",
+    )

@@ -1,0 +1,309 @@
+"""`cxpulse aggregator`: the Faust worker that turns `cx.events` into stored events and facts.
+
+One agent (concurrency=1: faust-streaming#606 can skip an offset with more) reads `cx.events` in
+`take_events` batches, acked after the loop body, which returns only once the batch's output is
+durable, so delivery is at-least-once; every write is idempotent (see `pipeline.output`), so a
+redelivered batch changes nothing. Per message:
+
+1. decode + `validate_event` (judged at the message timestamp, so a redelivery is judged the same);
+   undecodable / invalid → `cx.events.dlq` (original key and bytes, reason in headers) and go on;
+2. dedup by the customer's seen ids (event_id → "partition:offset" of its first copy): another offset is
+   a duplicate and is dropped; the *same* offset is a redelivery and is processed again;
+3. fold stateful events into the customer's keyed state with `domain.state.apply`; when the event is
+   already in the state (the changelog was flushed before a crash, the output maybe not), the customer's
+   current facts are re-emitted instead.
+
+The `customers` table (customer_id → {"ids", "state"}) is changelog-backed: memory store, rebuilt from
+the changelog on start and on rebalance.
+
+Output per batch, per customer: the event rows and fact rows, written to a ClickHouse server directly when
+`CXPULSE_CLICKHOUSE_URL` is set, else published to `cx.store` for the chDB-owning process to load.
+
+The worker writes the table's changelog itself — one record per customer per batch, to the partition of
+the customer's events, acked before the batch ends — and updates the in-memory table directly; Faust
+recovers it (start, rebalance) as usual. Not `table[key] = value`: that routes the record to the partition
+of Faust's *current event* (inside a batch, the batch's last event, possibly another
+partition: a rebalance would then recover the key on the wrong worker), and Faust's write buffer drains
+one record at a time, which made it the worker's bottleneck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, TypeVar
+
+import faust
+import orjson
+from faust.types import EventT
+
+from cxpulse.bus.codec import DeadLetter, dead_letter_headers, decode_event
+from cxpulse.config import Settings
+from cxpulse.domain.events import STATEFUL_TYPES, Event
+from cxpulse.domain.state import CustomerState, apply, current_facts, new_state
+from cxpulse.pipeline.output import Output, StoreWriter, event_row
+from services.aggregator.gaps import GapGuard
+
+log = logging.getLogger("cxpulse.aggregator")
+
+RETRY_S = 1.0
+CUSTOMERS = "customers"
+TABLES = (CUSTOMERS,)
+
+T = TypeVar("T")
+#: A `customers` table value: {"ids": {event_id: "partition:offset"}, "state": CustomerState}.
+Entry = dict[str, Any]
+Sink = Callable[[dict[str, Output]], Awaitable[None]]
+
+
+@dataclass
+class BatchResult:
+    outputs: dict[str, Output] = field(default_factory=dict)
+    dead: list[tuple[EventT[Any], DeadLetter]] = field(default_factory=list)
+    #: customer_id → (partition, table entry) for every customer the batch touched
+    entries: dict[str, tuple[int, Entry]] = field(default_factory=dict)
+
+
+class BatchProcessor:
+    """The per-batch logic over the `customers` table entries (read through `lookup`).
+
+    One entry per customer holds both the keyed state and the ids of the customer's events seen so far
+    (event_id → "partition:offset" of the first copy), so a batch costs one changelog record per customer
+    it touches. Events are keyed by customer, so a repeat of an event is always in the same partition,
+    under the same entry. Entries are updated in place; the caller persists `BatchResult.entries` (all
+    touched customers, so a batch retried after a partial run still writes every change).
+    """
+
+    def __init__(self, lookup: Callable[[str], Entry | None], retention_days: int) -> None:
+        self.lookup = lookup
+        self.retention_days = retention_days
+
+    def process(self, events: Sequence[EventT[Any]]) -> BatchResult:
+        result = BatchResult()
+        for fevent in events:
+            msg = fevent.message
+            ts_ms = round(msg.timestamp * 1000)  # Faust gives the Kafka timestamp in seconds
+            decoded = decode_event(msg.value, ts_ms, self.retention_days)
+            if isinstance(decoded, DeadLetter):
+                result.dead.append((fevent, decoded))
+                continue
+            cid = decoded.customer_id
+            touched = result.entries.get(cid)
+            if touched is None:
+                entry = self.lookup(cid) or {"ids": {}, "state": new_state()}
+                result.entries[cid] = (msg.partition, entry)
+            else:
+                entry = touched[1]
+            position = f"{msg.partition}:{msg.offset}"
+            first = entry["ids"].setdefault(decoded.event_id, position)
+            if first != position:
+                continue  # a duplicate: the first copy (an earlier offset) won
+            # (first == position and already known: a redelivery, processed again; writes are idempotent)
+            out = result.outputs.setdefault(cid, Output())
+            out.events.append(event_row(decoded, ts_ms))
+            if decoded.type in STATEFUL_TYPES:
+                self._fold(decoded, entry["state"], out)
+        return result
+
+    @staticmethod
+    def _fold(event: Event, state: CustomerState, out: Output) -> bool:
+        """Apply the event; returns whether the state changed."""
+        before = state["seq"]
+        facts = apply(state, event)
+        if state["seq"] == before:  # already folded in: a redelivery after the changelog got it
+            out.facts += current_facts(state, event.customer_id)
+            return False
+        out.facts += facts
+        return True
+
+
+async def _retrying(what: str, action: Callable[[], Awaitable[None]]) -> None:
+    """Retry until it works: skipping would lose data, crashing would only redo the same batch."""
+    attempt = 0
+    while True:
+        try:
+            await action()
+            return
+        except Exception as exc:  # a store / broker hiccup: keep the batch, try again
+            attempt += 1
+            log.warning("%s failed (attempt %d): %r; retrying", what, attempt, exc)
+            await asyncio.sleep(min(RETRY_S * attempt, 10.0))
+
+
+async def _retrying_call(what: str, fn: Callable[[Any], T], arg: Any) -> T:
+    result: list[T] = []
+
+    async def call() -> None:
+        result.append(fn(arg))
+
+    await _retrying(what, call)
+    return result[0]
+
+
+async def _retrying_call_async(what: str, fn: Callable[[Any], Awaitable[T]], arg: Any) -> T:
+    result: list[T] = []
+
+    async def call() -> None:
+        result.append(await fn(arg))
+
+    await _retrying(what, call)
+    return result[0]
+
+
+def build_app(settings: Settings, partitions: int) -> faust.App:
+    """The Faust app; `partitions` must equal the source topic's (the tables are co-partitioned with it)."""
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store="memory://",
+        web_enabled=False,
+        topic_partitions=partitions,
+        topic_replication_factor=1,
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=1.0,
+        # Faust's default is 60 s: a SIGKILLed worker's partitions would wait that long for a new owner.
+        broker_session_timeout=settings.kafka_session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_s / 5),
+    )
+    source = app.topic(
+        settings.topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
+    # no value_type: plain JSON dicts (`value_type=dict` breaks changelog recovery: no `from_data`)
+    customers = app.Table(CUSTOMERS, key_type=str, partitions=partitions)
+    changelog = customers.changelog_topic.get_topic_name()
+    batch = BatchProcessor(customers.data.get, settings.retention_days)
+    assert settings.kafka_bootstrap
+    guard = GapGuard(settings.kafka_bootstrap, settings.app_id, settings.topic)
+    sink = _store_sink(settings) if settings.clickhouse_url else _topic_sink(app, settings.store_topic)
+
+    async def dead_letter(dead: list[tuple[EventT[Any], DeadLetter]]) -> None:
+        acks = []
+        for fevent, letter in dead:
+            msg = fevent.message
+            headers = dead_letter_headers(letter, msg.topic, msg.partition, msg.offset)
+            acks.append(await app.producer.send(settings.dlq_topic, msg.key, msg.value, None, None, headers))
+        await asyncio.gather(*acks)
+
+    async def persist(entries: dict[str, tuple[int, Entry]]) -> None:
+        """Write touched entries to the changelog (their events' partition) and wait for the acks."""
+        acks = []
+        for cid, (partition, entry) in entries.items():
+            customers.data[cid] = entry
+            key, value = orjson.dumps(cid), orjson.dumps(entry)  # Faust's json codec reads these back
+            acks.append(await app.producer.send(changelog, key, value, partition, None, None))
+        await asyncio.gather(*acks)
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def on_assigned(sender: Any, assigned: set[Any], **_: Any) -> None:
+        mine = sorted(tp.partition for tp in assigned if tp.topic == settings.topic)
+        log.info("assigned %s partitions %s", settings.topic, mine)
+        await guard.on_assigned(mine)
+
+    @app.agent(source, concurrency=1)
+    async def process(stream: faust.StreamT[bytes]) -> None:
+        # take_events (not take): the batch's events, for their partition/offset/timestamp. It acks the
+        # batch after the body (on a graceful stop Faust waits for unacked events first), but also in a
+        # `finally`: an exception escaping the body would skip the batch, hence the retries below.
+        # (noack_take + acking ourselves looked safer, but stalled a worker after a rebalance once.)
+        take = stream.take_events  # type: ignore[attr-defined]
+        async for events in take(settings.batch_size, within=settings.batch_within_s):
+            events = await _retrying_call_async("checking for skipped offsets", guard.fill, events)
+            # Retry rather than crash: a partly applied batch is just a redelivery.
+            result = await _retrying_call("processing a batch", batch.process, events)
+            if result.entries:
+                await _retrying("writing the table changelog", partial(persist, result.entries))
+            if result.dead:
+                for fevent, letter in result.dead:
+                    log.warning(
+                        "to the DLQ: %s/%d/%d %s %s",
+                        fevent.message.topic,
+                        fevent.message.partition,
+                        fevent.message.offset,
+                        letter.reason,
+                        letter.errors[:3],
+                    )
+                await _retrying("publishing to the DLQ", partial(dead_letter, result.dead))
+            if result.outputs:
+                await _retrying("writing the batch output", partial(sink, result.outputs))
+
+    return app
+
+
+def _topic_sink(app: faust.App, topic: str) -> Sink:
+    async def publish(outputs: dict[str, Output]) -> None:
+        acks = [
+            await app.producer.send(topic, cid.encode(), out.encode(), None, None, None)
+            for cid, out in outputs.items()
+        ]
+        await asyncio.gather(*acks)
+
+    return publish
+
+
+def _store_sink(settings: Settings) -> Sink:
+    from cxpulse.store import migrate
+    from cxpulse.store.server import ServerStore
+
+    assert settings.clickhouse_url
+    store = ServerStore(settings.clickhouse_url, settings.database)
+    migrate(store)
+    writer = StoreWriter(store)
+
+    async def write(outputs: dict[str, Output]) -> None:
+        await asyncio.to_thread(writer.write, list(outputs.values()))
+
+    return write
+
+
+async def source_partitions(settings: Settings) -> int:
+    """Create the topics the worker needs (source first: Faust never consumes a topic created later)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from cxpulse.bus.kafka import ensure_topics
+
+    assert settings.kafka_bootstrap
+    topics = [settings.topic, settings.dlq_topic]
+    if not settings.clickhouse_url:
+        topics.append(settings.store_topic)
+    await ensure_topics(settings.kafka_bootstrap, topics, settings.kafka_partitions)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        partitions = 0
+        for _ in range(100):  # a topic created a moment ago may not show its partitions yet
+            (described,) = await admin.describe_topics([settings.topic])
+            partitions = len(described["partitions"])
+            if partitions:
+                break
+            await asyncio.sleep(0.1)
+        if not partitions:
+            raise RuntimeError(f"topic {settings.topic} has no partitions in the cluster metadata")
+    finally:
+        await admin.close()
+    # The changelogs too, before Faust starts: created by Faust during startup they can be missing from
+    # the consumer's metadata at the first table write (PartitionsMismatch, "0 partitions").
+    changelogs = [f"{settings.app_id}-{table}-changelog" for table in TABLES]
+    await ensure_topics(settings.kafka_bootstrap, changelogs, partitions, {"cleanup.policy": "compact"})
+    return partitions
+
+
+def run_worker(settings: Settings, loglevel: str = "INFO") -> int:
+    """Run one worker until SIGTERM / SIGINT (several share the partitions through the app id)."""
+    from faust.worker import Worker
+
+    partitions = asyncio.run(source_partitions(settings))
+    app = build_app(settings, partitions)
+    log.info(
+        "worker %s: %s (%d partitions) → %s",
+        settings.app_id,
+        settings.topic,
+        partitions,
+        "ClickHouse server" if settings.clickhouse_url else settings.store_topic,
+    )
+    worker = Worker(app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()
+    return 0

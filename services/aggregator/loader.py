@@ -1,0 +1,53 @@
+"""The `cx.store` loader: the chDB-owning process loads the workers' output into its store.
+
+chDB lives in one process, so with several workers their output travels through the `cx.store` topic and
+this loop (its own consumer group) writes it with `StoreWriter` — idempotent, so the at-least-once commits
+of `consume` are enough: event rows already stored are dropped, fact rows are versioned upserts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from cxpulse.config import Settings
+from cxpulse.pipeline.output import Output, StoreWriter
+from cxpulse.store.base import Store
+from services.aggregator.consume import Records, consume, consumer_for
+
+log = logging.getLogger("cxpulse.loader")
+
+
+class Loader:
+    def __init__(self, settings: Settings, store: Store) -> None:
+        if not settings.kafka_bootstrap:
+            raise ValueError("the loader needs CXPULSE_KAFKA_BOOTSTRAP")
+        self.settings = settings
+        self.writer = StoreWriter(store)
+        self.loaded = 0
+
+    async def handle(self, records: Records) -> None:
+        outputs = []
+        for record in records:
+            try:
+                outputs.append(Output.decode(record.value or b""))
+            except (ValueError, KeyError, TypeError) as exc:  # only our workers write here: a bug, not data
+                log.error(
+                    "skipping a malformed cx.store message at %d/%d: %r", record.partition, record.offset, exc
+                )
+        self.loaded += await asyncio.to_thread(self.writer.write, outputs)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        s = self.settings
+        assert s.kafka_bootstrap
+        consumer = consumer_for(
+            s.store_topic, s.kafka_bootstrap, s.loader_group, s.batch_size * 10, s.kafka_session_timeout_s
+        )
+        await consumer.start()
+        log.info("loading %s (group %s) into the store", s.store_topic, s.loader_group)
+        try:
+            await consume(
+                consumer, self.handle, max_records=s.batch_size * 10, within_s=s.batch_within_s, stop=stop
+            )
+        finally:
+            await consumer.stop()

@@ -1,0 +1,42 @@
+"""`cxpulse ingest`: the stateless front door of the distributed shape — validate, publish to Kafka, 202.
+
+Only `POST /v1/events` (the same router and answers as the embedded mode) plus health: `/readyz` fails
+while the broker does not answer, so a load balancer stops sending traffic that would get 503s.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from cxpulse import __version__
+from cxpulse.bus.kafka import KafkaBus
+from cxpulse.config import Settings
+from cxpulse.http.errors import ApiError, install_error_handlers
+from cxpulse.http.openapi import add_event_schema
+from services.ingest.routes import events_router
+
+
+def create_ingest_app(bus: KafkaBus, settings: Settings) -> FastAPI:
+    app = FastAPI(title="CX Pulse ingest", version=__version__, description="Touchpoint events into Kafka.")
+    install_error_handlers(app)
+    app.include_router(
+        events_router(bus, retention_days=settings.retention_days, max_body_bytes=settings.max_body_bytes)
+    )
+    add_event_schema(app)
+
+    @app.get("/healthz", tags=["ops"], summary="The process is up")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"], summary="The Kafka broker answers")
+    async def readyz() -> dict[str, str]:
+        if not await bus.ready():
+            raise ApiError(
+                503,
+                "not_ready",
+                f"Kafka at {settings.kafka_bootstrap} does not answer",
+                headers={"Retry-After": "5"},
+            )
+        return {"status": "ready"}
+
+    return app

@@ -1,0 +1,58 @@
+"""Run an ASGI app with uvicorn next to background loops (loader, Kafka feeder) in one event loop.
+
+One loop, so the loops share the process's store and bus; if a background loop dies the server stops too
+(exit code 1) instead of serving stale readings while looking healthy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+log = logging.getLogger("cxpulse.serve")
+
+Loop = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+Hook = Callable[[], Awaitable[None]]
+
+
+async def serve(
+    app: FastAPI,
+    host: str,
+    port: int,
+    loops: Sequence[Loop] = (),
+    startup: Sequence[Hook] = (),
+    shutdown: Sequence[Hook] = (),
+) -> int:
+    stop = asyncio.Event()
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    failed: list[BaseException] = []
+
+    def on_done(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            assert exc is not None
+            log.error("background loop failed: %r; stopping", exc, exc_info=exc)
+            failed.append(exc)
+            server.should_exit = True
+
+    for hook in startup:
+        await hook()
+    tasks = [asyncio.create_task(loop(stop)) for loop in loops]
+    for task in tasks:
+        task.add_done_callback(on_done)
+    try:
+        await server.serve()
+    finally:
+        stop.set()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=10)
+            for task in pending:
+                task.cancel()
+        for hook in shutdown:
+            await hook()
+    return 1 if failed else 0

@@ -1,0 +1,28 @@
+"""The OpenAPI document carries the event JSON Schema as its `Event` component (one source of truth)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import FastAPI
+
+from cxpulse.domain.validation import event_schema
+
+
+def add_event_schema(app: FastAPI) -> None:
+    """Publish `schemas/event.schema.json` as the OpenAPI `Event` component (one source of truth)."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = original()
+            schema = {k: v for k, v in event_schema().items() if k not in ("$schema", "$id", "definitions")}
+            text = json.dumps(schema).replace("#/definitions/", "#/components/schemas/Event_")
+            spec.setdefault("components", {}).setdefault("schemas", {})["Event"] = json.loads(text)
+            for name, sub in event_schema()["definitions"].items():
+                spec["components"]["schemas"][f"Event_{name}"] = sub
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
