@@ -6,11 +6,10 @@ from collections.abc import Callable
 
 from fastapi import FastAPI
 
-from cxpulse import __version__
 from cxpulse.bus import EventBus
 from cxpulse.config import Settings
-from cxpulse.http.errors import ApiError, install_error_handlers
-from cxpulse.http.openapi import add_event_schema
+from cxpulse.http.app import service_app
+from cxpulse.http.errors import ApiError
 from cxpulse.readings import PulseReader
 from cxpulse.store.base import Store, StoreError
 from services.api.routes import pulse_router
@@ -26,22 +25,12 @@ def create_app(
 ) -> FastAPI:
     """The app over `store`; with a `bus` it also ingests. `before_read` makes acknowledged writes visible
     to reads (the embedded processor writes facts behind events)."""
-    app = FastAPI(
-        title="CX Pulse",
-        version=__version__,
-        description="A live pulse on customer experience: NPS, CSAT, CES, FCR and more, in event time.",
+    app = service_app(
+        "CX Pulse", "A live pulse on customer experience: NPS, CSAT, CES, FCR and more, in event time."
     )
-    install_error_handlers(app)
     app.include_router(pulse_router(PulseReader(store, before_read=before_read)))
     if bus is not None:
-        app.include_router(
-            events_router(bus, retention_days=settings.retention_days, max_body_bytes=settings.max_body_bytes)
-        )
-    add_event_schema(app)
-
-    @app.get("/healthz", tags=["ops"], summary="The process is up")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+        app.include_router(events_router(bus, settings))
 
     @app.get("/readyz", tags=["ops"], summary="The store answers queries")
     def readyz() -> dict[str, str]:

@@ -8,25 +8,16 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from cxpulse import __version__
 from cxpulse.bus.kafka import KafkaBus
 from cxpulse.config import Settings
-from cxpulse.http.errors import ApiError, install_error_handlers
-from cxpulse.http.openapi import add_event_schema
+from cxpulse.http.app import service_app
+from cxpulse.http.errors import ApiError
 from services.ingest.routes import events_router
 
 
 def create_ingest_app(bus: KafkaBus, settings: Settings) -> FastAPI:
-    app = FastAPI(title="CX Pulse ingest", version=__version__, description="Touchpoint events into Kafka.")
-    install_error_handlers(app)
-    app.include_router(
-        events_router(bus, retention_days=settings.retention_days, max_body_bytes=settings.max_body_bytes)
-    )
-    add_event_schema(app)
-
-    @app.get("/healthz", tags=["ops"], summary="The process is up")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    app = service_app("CX Pulse ingest", "Touchpoint events into Kafka.")
+    app.include_router(events_router(bus, settings))
 
     @app.get("/readyz", tags=["ops"], summary="The Kafka broker answers")
     async def readyz() -> dict[str, str]:

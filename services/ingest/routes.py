@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from cxpulse.bus import BusUnavailable, EventBus
+from cxpulse.config import Settings
 from cxpulse.domain.body import BodyError, decode_items
 from cxpulse.domain.validation import validate_batch
 from cxpulse.http.errors import ApiError
@@ -24,7 +25,8 @@ _EXAMPLE = {
 }
 
 
-def events_router(bus: EventBus, *, retention_days: int, max_body_bytes: int) -> APIRouter:
+def events_router(bus: EventBus, settings: Settings) -> APIRouter:
+    retention_days, max_body_bytes = settings.retention_days, settings.max_body_bytes
     router = APIRouter(tags=["ingest"])
 
     @router.post(

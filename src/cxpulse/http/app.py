@@ -1,4 +1,5 @@
-"""The OpenAPI document carries the event JSON Schema as its `Event` component (one source of truth)."""
+"""What every CX Pulse HTTP service shares: the error format, `/healthz`, and the event JSON Schema as the
+OpenAPI `Event` component (one source of truth)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,22 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from cxpulse import __version__
 from cxpulse.domain.validation import event_schema
+from cxpulse.http.errors import install_error_handlers
+
+
+def service_app(title: str, description: str) -> FastAPI:
+    """A FastAPI app with the shared error handlers, `/healthz` and the `Event` schema in its OpenAPI."""
+    app = FastAPI(title=title, version=__version__, description=description)
+    install_error_handlers(app)
+    add_event_schema(app)
+
+    @app.get("/healthz", tags=["ops"], summary="The process is up")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
 
 
 def add_event_schema(app: FastAPI) -> None:
