@@ -134,6 +134,6 @@ def rank_sum_significant(current: Sequence[float], previous: Sequence[float]) ->
     """Mann–Whitney U test (two-sided) for a change in a median such as resolution time."""
     if not current or not previous:
         return None
-    if len(set(current) | set(previous)) == 1:
+    if min(current) == max(current) == min(previous) == max(previous):  # one value on both sides
         return False
     return float(_st.mannwhitneyu(current, previous, alternative="two-sided").pvalue) < ALPHA

@@ -8,8 +8,8 @@ Two query shapes, both a single scan:
   with `ARRAY JOIN range(…)`. Metrics of one family sharing a grid (nps, csat and ces; fcr and
   resolution_time) are computed together.
 - **spans** (`active_span_stats`): distinct customers for an arbitrary list of spans — the active-customer
-  metrics of a pulse (window, 1, 7 and 30 days, and their previous windows) in one pass with one
-  `uniqExactIf` per distinct span.
+  metrics of a pulse (window, 1, 7 and 30 days, and their previous windows) in one pass: per customer a
+  bit mask of the spans it was active in (one hash table), then a count per span.
 
 Filter values and numbers are bound as query parameters; identifiers are fixed here.
 """
@@ -48,7 +48,7 @@ _SELECTS: dict[str, tuple[str, list[str]]] = {
     "mau": ("1", ["uniqExact(customer_key)"]),
     "stickiness": ("1", ["uniqExact(customer_key)"]),
     "fcr": ("1", [f"countIf(contacts <= 1 AND ifNull(recontact_ms, {_FAR}) >= {_END})", "count()"]),
-    "resolution_time": ("1", ["groupArray(greatest(0, resolved_ms - first_ms) / 1000.0)"]),
+    "resolution_time": ("1", ["arraySort(groupArray(greatest(0, resolved_ms - first_ms) / 1000.0))"]),
     "trial_conversion": ("1", ["countIf(converted = 1)", "count()"]),
 }
 
@@ -100,7 +100,8 @@ def _grid_query(
 def _subscriptions_query(filters: Filters, group: str, params: dict[str, Any]) -> str:
     """Subscribers at each span's start (S, by the dims of their active interval), still active at its end
     (retained) and cancelling inside it (churned) — the statistics of churn and retention alike. An
-    interval is active at t for started < t <= its end."""
+    interval is active at t for started < t <= its end, so one that ended before the first span's start
+    is never read."""
     end = f"least(ifNull(next_start_ms, {_FAR}), ifNull(cancel_ms, {_FAR}))"
     at_start = f"started_ms < {_START} AND {_START} <= {end}"
     at_end = f"started_ms < {_END} AND {_END} <= {end}"
@@ -114,7 +115,7 @@ def _subscriptions_query(filters: Filters, group: str, params: dict[str, Any]) -
         f" max({at_start} AND {dims} AND ifNull(cancel_ms, {_FAR}) < {_END}) AS churned,"
         f" anyIf({group}, {at_start}) AS g"
         f" FROM {{db:Identifier}}.subscriptions FINAL ARRAY JOIN range({first}, {last} + 1) AS idx"
-        " WHERE started_ms < {hi:Int64} GROUP BY customer_id, idx"
+        f" WHERE started_ms < {{hi:Int64}} AND {end} >= {{lo:Int64}} GROUP BY customer_id, idx"
         ") WHERE s0 GROUP BY idx, g"
     )
 
@@ -165,21 +166,32 @@ def grid_stats(
 def active_span_stats(
     store: Store, spans: Sequence[Span], filters: Filters | None = None
 ) -> dict[Span, Stats]:
-    """Distinct customers with an event in each span, in one pass."""
+    """Distinct customers with an event in each span, in one pass.
+
+    One hash table keyed by customer, holding a bit mask of the spans the customer was active in, then a
+    count per bit — about twice as fast at 10M events as one `uniqExactIf` (one hash set) per span, whose
+    sets outgrow the caches. At most 64 spans (a pulse needs 9).
+    """
+    if not 0 < len(spans) <= 64:
+        raise ValueError(f"active_span_stats takes 1 to 64 spans, not {len(spans)}")
     params: dict[str, Any] = {
         "db": store.database,
         "lo": min(s.start_ms for s in spans),
         "hi": max(s.end_ms for s in spans),
     }
-    counts = []
+    inside = []
     for i, span in enumerate(spans):
         params[f"s{i}"], params[f"e{i}"] = span.start_ms, span.end_ms
-        counts.append(
-            f"uniqExactIf(customer_key, occurred_ms >= {{s{i}:Int64}} AND occurred_ms < {{e{i}:Int64}})"
-        )
+        inside.append(f"occurred_ms >= {{s{i}:Int64}} AND occurred_ms < {{e{i}:Int64}}")
     where = "occurred_ms >= {lo:Int64} AND occurred_ms < {hi:Int64}" + _filter_sql(
         filters or Filters(), params
     )
-    sql = f"SELECT {', '.join(counts)} FROM {{db:Identifier}}.events WHERE {where}"
+    mask_type = next(f"UInt{w}" for w in (8, 16, 32, 64) if len(spans) <= w)
+    mask = " + ".join(f"to{mask_type}({c}) * {1 << i}" for i, c in enumerate(inside))
+    counts = [f"countIf(bitTest(m, {i}))" for i in range(len(spans))]
+    sql = (
+        f"SELECT {', '.join(counts)} FROM (SELECT groupBitOr(to{mask_type}({mask})) AS m"
+        f" FROM {{db:Identifier}}.events WHERE {where} GROUP BY customer_key)"
+    )
     (row,) = store.rows(sql, params)
     return {span: (count,) for span, count in zip(spans, row, strict=True)}
