@@ -18,6 +18,9 @@ from cxpulse.domain.events import STATEFUL_TYPES, Event
 from cxpulse.domain.state import FACT_ID, CustomerState, FactRow, apply, new_state
 from cxpulse.pipeline.repository import Repository
 
+#: Recovery replays about this many events at a time (bounded memory after a large import).
+REPLAY_PART_SIZE = 200_000
+
 
 class Processor:
     """Single writer of the embedded store. Events are inserted synchronously (that is the commit). Facts
@@ -39,17 +42,22 @@ class Processor:
         self._last_flush = time.monotonic()
         self._lock = threading.Lock()
 
-    def recover(self) -> int:
-        """Load keyed state and replay batches written after the last checkpoint; returns events replayed."""
+    def recover(self, *, part_size: int = REPLAY_PART_SIZE) -> int:
+        """Load keyed state and replay batches written after the last checkpoint; returns events replayed.
+
+        The replay goes through disjoint sets of customers of about `part_size` events each, writing their
+        facts and state as it goes, and moves the checkpoint only at the end.
+        """
         with self._lock:
             self.states = self.repo.load_states()
-            checkpoint = self.repo.checkpoint()
+            checkpoint = self._flushed_seq = self.repo.checkpoint()
             self._seq = self.repo.last_batch_seq()
-            replay = self.repo.stateful_events_after(checkpoint)
-            self._fold([e for _, e in replay])
-            self._flushed_seq = checkpoint
-            self._flush()
-            return len(replay)
+            total = self.repo.count_stateful_after(checkpoint)
+            parts = max(1, -(-total // part_size))
+            for part in range(parts):
+                self._fold(self.repo.stateful_events_after(checkpoint, part, parts))
+                self._flush(checkpoint=checkpoint if part < parts - 1 else self._seq)
+            return total
 
     def process(self, events: Sequence[Event]) -> PublishResult:
         """Store `events` exactly once and update everything derived from them."""
@@ -101,12 +109,14 @@ class Processor:
                 self.states[event.customer_id] = state
                 self._pending_states.add(event.customer_id)
 
-    def _flush(self) -> None:
+    def _flush(self, checkpoint: int | None = None) -> None:
+        """Write pending facts and state, and the checkpoint (by default: every batch so far)."""
+        checkpoint = self._seq if checkpoint is None else checkpoint
         self._last_flush = time.monotonic()
-        if self._seq == self._flushed_seq and not self._pending_facts:
+        if checkpoint == self._flushed_seq and not self._pending_facts and not self._pending_states:
             return
         self.repo.upsert_facts((table, row) for (table, _, _), row in self._pending_facts.items())
-        self.repo.save_states({cid: self.states[cid] for cid in self._pending_states}, checkpoint=self._seq)
+        self.repo.save_states({cid: self.states[cid] for cid in self._pending_states}, checkpoint=checkpoint)
         self._pending_facts.clear()
         self._pending_states.clear()
-        self._flushed_seq = self._seq
+        self._flushed_seq = checkpoint

@@ -71,12 +71,28 @@ class Repository:
         )
         return int(rows[0][0]) if rows else 0
 
-    def stateful_events_after(self, batch_seq: int) -> list[tuple[int, Event]]:
-        """Stateful events of batches after `batch_seq`, in batch order (recovery replays them)."""
-        columns = ", ".join(EVENT_COLUMNS)
+    def count_stateful_after(self, batch_seq: int) -> int:
         rows = self.store.rows(
-            f"SELECT batch_seq, {columns} FROM {{db:Identifier}}.events "
-            "WHERE batch_seq > {after:UInt64} AND type IN {types:Array(String)} ORDER BY batch_seq",
+            "SELECT count() FROM {db:Identifier}.events "
+            "WHERE batch_seq > {after:UInt64} AND type IN {types:Array(String)}",
             {"db": self.store.database, "after": batch_seq, "types": sorted(STATEFUL_TYPES)},
         )
-        return [(int(r[0]), Event.from_row(dict(zip(EVENT_COLUMNS, r[1:], strict=True)))) for r in rows]
+        return int(rows[0][0])
+
+    def stateful_events_after(self, batch_seq: int, part: int = 0, parts: int = 1) -> list[Event]:
+        """Stateful events of batches after `batch_seq` (recovery replays them), for one of `parts` disjoint
+        sets of customers — keyed state is per customer, so a replay can go part by part in bounded memory."""
+        columns = ", ".join(EVENT_COLUMNS)
+        rows = self.store.rows(
+            f"SELECT {columns} FROM {{db:Identifier}}.events "
+            "WHERE batch_seq > {after:UInt64} AND type IN {types:Array(String)} "
+            "AND customer_key % {parts:UInt64} = {part:UInt64}",
+            {
+                "db": self.store.database,
+                "after": batch_seq,
+                "types": sorted(STATEFUL_TYPES),
+                "part": part,
+                "parts": parts,
+            },
+        )
+        return [Event.from_row(dict(zip(EVENT_COLUMNS, r, strict=True))) for r in rows]
