@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -91,6 +92,8 @@ class Names:
             "CXPULSE_APP_ID": f"app-{self.uid}",
             "CXPULSE_LOADER_GROUP": f"loader-{self.uid}",
             "CXPULSE_RUN_GROUP": f"run-{self.uid}",
+            # workers keep Faust's table metadata under the data dir: not in the working tree
+            "CXPULSE_DATA_DIR": str(Path(tempfile.gettempdir()) / f"cxpulse-test-{self.uid}"),
         }
 
     def settings(self, **overrides: Any) -> Settings:

@@ -34,6 +34,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 import faust
@@ -155,10 +156,14 @@ async def _retrying_call_async(what: str, fn: Callable[[Any], Awaitable[T]], arg
 
 def build_app(settings: Settings, partitions: int) -> faust.App:
     """The Faust app; `partitions` must equal the source topic's (the tables are co-partitioned with it)."""
+    datadir = Path(settings.data_dir) / "faust" / settings.app_id
+    datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
+        # Faust keeps table metadata in `datadir` (default: ./<app id>-data); keep it under the data dir
+        datadir=str(datadir),
         web_enabled=False,
         topic_partitions=partitions,
         topic_replication_factor=1,
