@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 
 from cxpulse.config import Settings
+from cxpulse.domain.events import Event
+from cxpulse.domain.validation import validate_event
 from services.aggregator.embedded import EmbeddedRuntime
 
 #: A fixed "now" for deterministic tests: readings are computed as of explicit `at` values.
@@ -23,6 +25,16 @@ def iso(ms: int) -> str:
 
 def ms(dt: datetime) -> int:
     return int(dt.timestamp() * 1000)
+
+
+def validated(items: list[dict[str, Any]], now_ms: int) -> list[Event]:
+    """Validate test items as ingest would at `now_ms`; every item must be valid."""
+    out = []
+    for item in items:
+        result = validate_event(item, now_ms, 400)
+        assert isinstance(result, Event), (item, result)
+        out.append(result)
+    return out
 
 
 def event(event_id: str, type_: str, at_ms: int, customer: str = "c1", **fields: Any) -> dict[str, Any]:

@@ -21,10 +21,10 @@ import pytest
 
 from cxpulse.domain.events import Event
 from cxpulse.domain.metrics import METRICS, Dimension, Filters, Reading
-from cxpulse.domain.validation import validate_event
 from cxpulse.readings import PulseReader
 from services.aggregator.embedded import EmbeddedRuntime
 from tests.conftest import T0, event, ms
+from tests.conftest import validated as validated_at
 
 SEC = 1000
 HOUR = 3_600_000
@@ -36,12 +36,7 @@ Item = dict[str, Any]
 
 
 def validated(items: list[Item]) -> list[Event]:
-    out = []
-    for item in items:
-        result = validate_event(item, NOW, 400)
-        assert isinstance(result, Event), (item, result)
-        out.append(result)
-    return out
+    return validated_at(items, NOW)
 
 
 def ingest(runtime: EmbeddedRuntime, items: list[Item]) -> None:

@@ -21,10 +21,9 @@ from hypothesis import strategies as st
 from cxpulse.config import Settings
 from cxpulse.domain.events import Event
 from cxpulse.domain.metrics import METRICS, Dimension, Filters
-from cxpulse.domain.validation import validate_event
 from cxpulse.readings import PulseReader
 from services.aggregator.embedded import EmbeddedRuntime
-from tests.conftest import T0, iso, ms
+from tests.conftest import T0, iso, ms, validated
 
 HOUR = 3_600_000
 DAY = 24 * HOUR
@@ -99,12 +98,7 @@ def scenarios(draw: st.DrawFn) -> tuple[list[Item], list[list[Item]]]:
 
 
 def _events(items: list[Item]) -> list[Event]:
-    out = []
-    for item in items:
-        result = validate_event(item, NOW, 400)
-        assert isinstance(result, Event), (item, result)
-        out.append(result)
-    return out
+    return validated(items, NOW)
 
 
 @contextmanager

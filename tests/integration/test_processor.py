@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from cxpulse.domain.events import Event
 from cxpulse.domain.metrics import Filters
-from cxpulse.domain.validation import validate_event
 from cxpulse.pipeline.processor import Processor
 from cxpulse.pipeline.repository import Repository
 from cxpulse.readings import PulseReader
 from services.aggregator.embedded import EmbeddedRuntime
-from tests.conftest import T0, event, ms
+from tests.conftest import T0, event, ms, validated
 
 DAY = 86_400_000
 AT = ms(T0)
 
 
-def events(*items: dict[str, object]) -> list[Event]:
-    out = [validate_event(item, AT, 400) for item in items]
-    assert all(isinstance(e, Event) for e in out)
-    return [e for e in out if isinstance(e, Event)]
+def events(*items: dict[str, Any]) -> list[Event]:
+    return validated(list(items), AT)
 
 
 def case(prefix: str, customer: str) -> list[Event]:
