@@ -40,8 +40,8 @@ def pulse_router(reader: PulseReader) -> APIRouter:
             raise params.bad_parameter(
                 "metrics", f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(METRICS)}"
             )
-        window = window.strip() or DEFAULT_WINDOW
-        window_ms, at_ms = params.window_ms(window), params.timestamp_ms(at)
+        window, window_ms = _window(window)
+        at_ms = params.timestamp_ms(at)
         flt = params.filters(touchpoint, channel, segment)
         readings = reader.pulse(ids, window_ms, at_ms, flt)
         return {"at": _iso(at_ms), "window": window, "filters": flt.to_dict(), "readings": readings}
@@ -58,8 +58,8 @@ def pulse_router(reader: PulseReader) -> APIRouter:
     ) -> dict[str, Any]:
         _known(metric)
         dim = params.dimension(by)
-        window = window.strip() or DEFAULT_WINDOW
-        window_ms, at_ms = params.window_ms(window), params.timestamp_ms(at)
+        window, window_ms = _window(window)
+        at_ms = params.timestamp_ms(at)
         groups = reader.breakdown(metric, dim, window_ms, at_ms, params.filters(touchpoint, channel, segment))
         return {"metric": metric, "by": dim.value, "window": window, "at": _iso(at_ms), "groups": groups}
 
@@ -88,6 +88,12 @@ def pulse_router(reader: PulseReader) -> APIRouter:
         return {"metric": metric, "step": step, "points": points}
 
     return router
+
+
+def _window(text: str) -> tuple[str, int]:
+    """The window as echoed back and in milliseconds; empty means the default."""
+    window = text.strip() or DEFAULT_WINDOW
+    return window, params.window_ms(window)
 
 
 def _known(metric: str) -> None:
