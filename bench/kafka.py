@@ -71,7 +71,7 @@ def process(args: list[str], env: dict[str, str], wait_for: str | None = None) -
     log_path = Path(tempfile.mkstemp(prefix="cxpulse-bench-", suffix=".log")[1])
     with log_path.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cxpulse.cli", *args],
+            [sys.executable, "-m", "services.cli", *args],
             env={**os.environ, **env},
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 
 import orjson
 
-DAY_MS = 86_400_000
+from cxpulse.domain.windows import DAY_MS
+
 HOUR_MS = 3_600_000
 
 #: scenario → weight (a scenario yields one or more events)

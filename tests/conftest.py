@@ -13,7 +13,7 @@ import pytest
 from cxpulse.config import Settings
 from cxpulse.domain.events import Event
 from cxpulse.domain.validation import validate_event
-from services.aggregator.embedded import EmbeddedRuntime
+from services.embedded import EmbeddedRuntime
 
 #: A fixed "now" for deterministic tests: readings are computed as of explicit `at` values.
 T0 = datetime(2026, 11, 1, tzinfo=UTC)

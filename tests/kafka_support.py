@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 KAFKA_SH = ROOT / "scripts" / "kafka.sh"
 PORT = int(os.environ.get("KAFKA_PORT", "9092"))
 BOOTSTRAP = f"127.0.0.1:{PORT}"
-CXPULSE = [sys.executable, "-m", "cxpulse.cli"]
+CXPULSE = [sys.executable, "-m", "services.cli"]
 
 T = TypeVar("T")
 

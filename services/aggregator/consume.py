@@ -10,9 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.errors import CommitFailedError, KafkaError
+
+from services.aggregator.retrying import retrying
 
 log = logging.getLogger("cxpulse.consume")
 
@@ -49,15 +52,7 @@ async def consume(
         records: Records = [r for part in fetched.values() for r in part]
         if not records:
             continue
-        attempt = 0
-        while True:
-            try:
-                await handle(records)
-                break
-            except Exception as exc:  # a store hiccup: keep the batch and retry it
-                attempt += 1
-                log.warning("batch of %d failed (attempt %d): %r; retrying", len(records), attempt, exc)
-                await asyncio.sleep(min(attempt, 10))
+        await retrying(f"a batch of {len(records)}", partial(handle, records))
         try:
             await consumer.commit()
         except (CommitFailedError, KafkaError) as exc:  # rebalanced meanwhile: the batch comes again

@@ -31,30 +31,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import faust
 import orjson
 from faust.types import EventT
 
-from cxpulse.bus.codec import DeadLetter, dead_letter_headers, decode_event
+from cxpulse.bus.codec import DeadLetter, decode_event
+from cxpulse.bus.dlq import Headers, route_dead_letters
 from cxpulse.config import Settings
-from cxpulse.domain.events import STATEFUL_TYPES, Event
-from cxpulse.domain.state import CustomerState, apply, current_facts, new_state
-from cxpulse.pipeline.output import Output, StoreWriter, event_row
+from cxpulse.domain.state import CustomerState, new_state
+from cxpulse.pipeline.batch import Delivery, step
+from cxpulse.pipeline.output import DISTRIBUTED_BATCH_SEQ, Output, StoreWriter
 from services.aggregator.gaps import GapGuard
+from services.aggregator.retrying import retrying
 
 log = logging.getLogger("cxpulse.aggregator")
 
-RETRY_S = 1.0
 CUSTOMERS = "customers"
 TABLES = (CUSTOMERS,)
 
-T = TypeVar("T")
 #: A `customers` table value: {"ids": {event_id: "partition:offset"}, "state": CustomerState}.
 Entry = dict[str, Any]
 Sink = Callable[[dict[str, Output]], Awaitable[None]]
@@ -68,14 +68,38 @@ class BatchResult:
     entries: dict[str, tuple[int, Entry]] = field(default_factory=dict)
 
 
+class _EntryStates(MutableMapping[str, CustomerState]):
+    """The keyed state inside the batch's table entries, as the mapping `batch.step` folds into."""
+
+    def __init__(self, entries: dict[str, Entry]) -> None:
+        self.entries = entries
+
+    def __getitem__(self, cid: str) -> CustomerState:
+        state: CustomerState = self.entries[cid]["state"]
+        return state
+
+    def __setitem__(self, cid: str, state: CustomerState) -> None:
+        self.entries[cid]["state"] = state
+
+    def __delitem__(self, cid: str) -> None:
+        raise TypeError("keyed state is never deleted")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
 class BatchProcessor:
-    """The per-batch logic over the `customers` table entries (read through `lookup`).
+    """Faust glue around `batch.step`: decode, entries of the `customers` table (read through `lookup`).
 
     One entry per customer holds both the keyed state and the ids of the customer's events seen so far
     (event_id → "partition:offset" of the first copy), so a batch costs one changelog record per customer
-    it touches. Events are keyed by customer, so a repeat of an event is always in the same partition,
-    under the same entry. Entries are updated in place; the caller persists `BatchResult.entries` (all
-    touched customers, so a batch retried after a partial run still writes every change).
+    it touches; a copy at the recorded position is a redelivery, elsewhere a duplicate. Events are keyed
+    by customer, so a repeat of an event is always in the same partition, under the same entry. Entries
+    are updated in place; the caller persists `BatchResult.entries` (all touched customers, so a batch
+    retried after a partial run still writes every change).
     """
 
     def __init__(self, lookup: Callable[[str], Entry | None], retention_days: int) -> None:
@@ -84,6 +108,7 @@ class BatchProcessor:
 
     def process(self, events: Sequence[EventT[Any]]) -> BatchResult:
         result = BatchResult()
+        deliveries: list[Delivery] = []
         for fevent in events:
             msg = fevent.message
             ts_ms = round(msg.timestamp * 1000)  # Faust gives the Kafka timestamp in seconds
@@ -92,66 +117,20 @@ class BatchProcessor:
                 result.dead.append((fevent, decoded))
                 continue
             cid = decoded.customer_id
-            touched = result.entries.get(cid)
-            if touched is None:
-                entry = self.lookup(cid) or {"ids": {}, "state": new_state()}
-                result.entries[cid] = (msg.partition, entry)
-            else:
-                entry = touched[1]
-            position = f"{msg.partition}:{msg.offset}"
-            first = entry["ids"].setdefault(decoded.event_id, position)
-            if first != position:
-                continue  # a duplicate: the first copy (an earlier offset) won
-            # (first == position and already known: a redelivery, processed again; writes are idempotent)
-            out = result.outputs.setdefault(cid, Output())
-            out.events.append(event_row(decoded, ts_ms))
-            if decoded.type in STATEFUL_TYPES:
-                self._fold(decoded, entry["state"], out)
+            if cid not in result.entries:
+                result.entries[cid] = (msg.partition, self.lookup(cid) or {"ids": {}, "state": new_state()})
+            deliveries.append(Delivery(decoded, ts_ms, f"{msg.partition}:{msg.offset}"))
+        entries = {cid: entry for cid, (_, entry) in result.entries.items()}
+        known = {}
+        for d in deliveries:
+            ids = entries[d.event.customer_id]["ids"]
+            if d.event.event_id in ids:
+                known[d.event.event_id] = ids[d.event.event_id]
+        done = step(deliveries, known, _EntryStates(entries), batch_seq=DISTRIBUTED_BATCH_SEQ)
+        for d in done.first_seen:
+            entries[d.event.customer_id]["ids"][d.event.event_id] = d.position
+        result.outputs = Output.per_customer(done)
         return result
-
-    @staticmethod
-    def _fold(event: Event, state: CustomerState, out: Output) -> bool:
-        """Apply the event; returns whether the state changed."""
-        before = state["seq"]
-        facts = apply(state, event)
-        if state["seq"] == before:  # already folded in: a redelivery after the changelog got it
-            out.facts += current_facts(state, event.customer_id)
-            return False
-        out.facts += facts
-        return True
-
-
-async def _retrying(what: str, action: Callable[[], Awaitable[None]]) -> None:
-    """Retry until it works: skipping would lose data, crashing would only redo the same batch."""
-    attempt = 0
-    while True:
-        try:
-            await action()
-            return
-        except Exception as exc:  # a store / broker hiccup: keep the batch, try again
-            attempt += 1
-            log.warning("%s failed (attempt %d): %r; retrying", what, attempt, exc)
-            await asyncio.sleep(min(RETRY_S * attempt, 10.0))
-
-
-async def _retrying_call(what: str, fn: Callable[[Any], T], arg: Any) -> T:
-    result: list[T] = []
-
-    async def call() -> None:
-        result.append(fn(arg))
-
-    await _retrying(what, call)
-    return result[0]
-
-
-async def _retrying_call_async(what: str, fn: Callable[[Any], Awaitable[T]], arg: Any) -> T:
-    result: list[T] = []
-
-    async def call() -> None:
-        result.append(await fn(arg))
-
-    await _retrying(what, call)
-    return result[0]
 
 
 def build_app(settings: Settings, partitions: int) -> faust.App:
@@ -185,13 +164,8 @@ def build_app(settings: Settings, partitions: int) -> faust.App:
     guard = GapGuard(settings.kafka_bootstrap, settings.app_id, settings.topic)
     sink = _store_sink(settings) if settings.clickhouse_url else _topic_sink(app, settings.store_topic)
 
-    async def dead_letter(dead: list[tuple[EventT[Any], DeadLetter]]) -> None:
-        acks = []
-        for fevent, letter in dead:
-            msg = fevent.message
-            headers = dead_letter_headers(letter, msg.topic, msg.partition, msg.offset)
-            acks.append(await app.producer.send(settings.dlq_topic, msg.key, msg.value, None, None, headers))
-        await asyncio.gather(*acks)
+    async def send(topic: str, key: bytes | None, value: bytes | None, headers: Headers) -> None:
+        await (await app.producer.send(topic, key, value, None, None, headers))
 
     async def persist(entries: dict[str, tuple[int, Entry]]) -> None:
         """Write touched entries to the changelog (their events' partition) and wait for the acks."""
@@ -215,27 +189,29 @@ def build_app(settings: Settings, partitions: int) -> faust.App:
         # `finally`: an exception escaping the body would skip the batch, hence the retries below.
         # (noack_take + acking ourselves looked safer, but stalled a worker after a rebalance once.)
         take = stream.take_events  # type: ignore[attr-defined]
-        async for events in take(settings.batch_size, within=settings.batch_within_s):
-            events = await _retrying_call_async("checking for skipped offsets", guard.fill, events)
+        async for fetched in take(settings.batch_size, within=settings.batch_within_s):
+            events: list[EventT[Any]] = await retrying(
+                "checking for skipped offsets", partial(guard.fill, fetched)
+            )
+
             # Retry rather than crash: a partly applied batch is just a redelivery.
-            result = await _retrying_call("processing a batch", batch.process, events)
+            result = await retrying("processing a batch", partial(_now, batch.process, events))
             if result.entries:
-                await _retrying("writing the table changelog", partial(persist, result.entries))
+                await retrying("writing the table changelog", partial(persist, result.entries))
             if result.dead:
-                for fevent, letter in result.dead:
-                    log.warning(
-                        "to the DLQ: %s/%d/%d %s %s",
-                        fevent.message.topic,
-                        fevent.message.partition,
-                        fevent.message.offset,
-                        letter.reason,
-                        letter.errors[:3],
-                    )
-                await _retrying("publishing to the DLQ", partial(dead_letter, result.dead))
+                dead = [(fevent.message, letter) for fevent, letter in result.dead]
+                await retrying(
+                    "publishing to the DLQ", partial(route_dead_letters, send, settings.dlq_topic, dead)
+                )
             if result.outputs:
-                await _retrying("writing the batch output", partial(sink, result.outputs))
+                await retrying("writing the batch output", partial(sink, result.outputs))
 
     return app
+
+
+async def _now(fn: Callable[[list[EventT[Any]]], BatchResult], events: list[EventT[Any]]) -> BatchResult:
+    """A synchronous batch step as the awaitable `retrying` takes (run in the loop, like Faust's)."""
+    return fn(events)
 
 
 def _topic_sink(app: faust.App, topic: str) -> Sink:

@@ -45,7 +45,6 @@ class GapGuard:
         self.bootstrap, self.group, self.topic = bootstrap, group, topic
         self.expected: dict[int, int] = {}  # partition → next offset this worker must process
         self.assigned: set[int] = set()
-        self.refetched = 0
 
     async def on_assigned(self, partitions: Sequence[int]) -> None:
         """Start each newly assigned partition at the group's committed offset (where Faust seeks to)."""
@@ -80,7 +79,6 @@ class GapGuard:
         missing: list[Any] = []
         if holes:
             missing = await self._read(holes)
-            self.refetched += len(missing)
             log.warning(
                 "the stream skipped offsets %s; read %d messages back",
                 {p: f"{a}..{b - 1}" for p, (a, b) in holes.items()},

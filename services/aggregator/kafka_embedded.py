@@ -13,7 +13,8 @@ import logging
 
 from aiokafka import AIOKafkaProducer
 
-from cxpulse.bus.codec import DeadLetter, dead_letter_headers, decode_event
+from cxpulse.bus.codec import DeadLetter, decode_event
+from cxpulse.bus.dlq import Headers, SourceMessage, route_dead_letters
 from cxpulse.config import Settings
 from cxpulse.domain.events import Event
 from cxpulse.pipeline.processor import Processor
@@ -32,21 +33,21 @@ class KafkaFeeder:
 
     async def handle(self, records: Records) -> None:
         events: list[Event] = []
-        dead: list[tuple[int, int, bytes | None, bytes | None, DeadLetter]] = []
+        dead: list[tuple[SourceMessage, DeadLetter]] = []
         for r in records:
             decoded = decode_event(r.value, r.timestamp, self.settings.retention_days)
             if isinstance(decoded, DeadLetter):
-                dead.append((r.partition, r.offset, r.key, r.value, decoded))
+                dead.append((r, decoded))
             else:
                 events.append(decoded)
         if dead:
-            assert self._dlq is not None
-            for partition, offset, key, value, letter in dead:
-                log.warning("to the DLQ: %d/%d %s %s", partition, offset, letter.reason, letter.errors[:3])
-                headers = dead_letter_headers(letter, self.settings.topic, partition, offset)
-                await self._dlq.send_and_wait(self.settings.dlq_topic, value, key=key, headers=headers)
+            await route_dead_letters(self._send, self.settings.dlq_topic, dead)
         if events:
             await asyncio.to_thread(self.processor.process, events)
+
+    async def _send(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers) -> None:
+        assert self._dlq is not None
+        await self._dlq.send_and_wait(topic, value, key=key, headers=headers)
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings

@@ -10,10 +10,10 @@ from cxpulse.bus import EventBus
 from cxpulse.config import Settings
 from cxpulse.http.app import service_app
 from cxpulse.http.errors import ApiError
-from cxpulse.readings import PulseReader
+from cxpulse.reading import PulseReader
 from cxpulse.store.base import Store, StoreError
-from services.api.routes import pulse_router
-from services.ingest.routes import events_router
+from services.api import routes
+from services.ingest.routes import router as events_router
 
 
 def create_app(
@@ -28,9 +28,12 @@ def create_app(
     app = service_app(
         "CX Pulse", "A live pulse on customer experience: NPS, CSAT, CES, FCR and more, in event time."
     )
-    app.include_router(pulse_router(PulseReader(store, before_read=before_read)))
+    app.state.settings = settings
+    app.state.reader = PulseReader(store, before_read=before_read)
+    app.include_router(routes.router)
     if bus is not None:
-        app.include_router(events_router(bus, settings))
+        app.state.bus = bus
+        app.include_router(events_router)
 
     @app.get("/readyz", tags=["ops"], summary="The store answers queries")
     def readyz() -> dict[str, str]:

@@ -12,12 +12,13 @@ from cxpulse.bus.kafka import KafkaBus
 from cxpulse.config import Settings
 from cxpulse.http.app import service_app
 from cxpulse.http.errors import ApiError
-from services.ingest.routes import events_router
+from services.ingest.routes import router as events_router
 
 
 def create_ingest_app(bus: KafkaBus, settings: Settings) -> FastAPI:
     app = service_app("CX Pulse ingest", "Touchpoint events into Kafka.")
-    app.include_router(events_router(bus, settings))
+    app.state.settings, app.state.bus = settings, bus
+    app.include_router(events_router)
 
     @app.get("/readyz", tags=["ops"], summary="The Kafka broker answers")
     async def readyz() -> dict[str, str]:

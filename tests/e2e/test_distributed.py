@@ -26,9 +26,9 @@ from fastapi.testclient import TestClient
 from bench.workload import Workload, iso
 from cxpulse.config import Settings
 from cxpulse.store import Store
-from services.aggregator.embedded import EmbeddedRuntime
 from services.aggregator.loader import Loader
 from services.api.app import create_app
+from services.embedded import EmbeddedRuntime
 from tests.kafka_support import BackgroundLoop, Procs, sibling_store, wait_until
 
 pytestmark = pytest.mark.kafka

@@ -10,7 +10,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from cxpulse.config import Settings
-from services.aggregator.embedded import EmbeddedRuntime
+from services.embedded import EmbeddedRuntime
 from tests.conftest import validated
 from tests.golden.readings_dump import END_MS
 

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from httpx import Response
 
 from cxpulse.config import Settings
-from services.aggregator.embedded import EmbeddedRuntime
+from services.embedded import EmbeddedRuntime
 from tests.conftest import event, iso
 
 MINUTE = 60_000

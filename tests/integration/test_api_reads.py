@@ -11,9 +11,9 @@ from fastapi.testclient import TestClient
 from httpx import Response
 
 from cxpulse.config import Settings
+from cxpulse.domain.event_schema import event_schema
 from cxpulse.domain.metrics import METRICS
-from cxpulse.domain.validation import event_schema
-from services.aggregator.embedded import EmbeddedRuntime
+from services.embedded import EmbeddedRuntime
 from tests.conftest import T0, event, iso, ms
 
 HOUR = 3_600_000

@@ -15,8 +15,8 @@ import pytest
 from cxpulse.config import Settings
 from cxpulse.domain.metrics import Filters
 from cxpulse.domain.validation import validate_event
-from cxpulse.readings import PulseReader
-from services.aggregator.embedded import EmbeddedRuntime
+from cxpulse.reading import PulseReader
+from services.embedded import EmbeddedRuntime
 from tests.conftest import T0, event, ms
 
 URL = os.environ.get("CXPULSE_TEST_CLICKHOUSE_URL")

@@ -21,8 +21,8 @@ import pytest
 
 from cxpulse.domain.events import Event
 from cxpulse.domain.metrics import METRICS, Dimension, Filters, Reading
-from cxpulse.readings import PulseReader
-from services.aggregator.embedded import EmbeddedRuntime
+from cxpulse.reading import PulseReader
+from services.embedded import EmbeddedRuntime
 from tests.conftest import T0, event, ms
 from tests.conftest import validated as validated_at
 

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from cxpulse.config import Settings
 from cxpulse.domain.events import Event
 from cxpulse.domain.metrics import METRICS, Dimension, Filters
-from cxpulse.readings import PulseReader
-from services.aggregator.embedded import EmbeddedRuntime
+from cxpulse.reading import PulseReader
+from services.embedded import EmbeddedRuntime
 from tests.conftest import T0, iso, ms, validated
 
 HOUR = 3_600_000

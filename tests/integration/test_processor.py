@@ -7,9 +7,9 @@ from typing import Any
 from cxpulse.domain.events import Event
 from cxpulse.domain.metrics import Filters
 from cxpulse.pipeline.processor import Processor
-from cxpulse.pipeline.repository import Repository
-from cxpulse.readings import PulseReader
-from services.aggregator.embedded import EmbeddedRuntime
+from cxpulse.reading import PulseReader
+from cxpulse.store.repository import Repository
+from services.embedded import EmbeddedRuntime
 from tests.conftest import T0, event, ms, validated
 
 DAY = 86_400_000

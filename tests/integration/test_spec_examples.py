@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cxpulse.config import Settings
-from services.aggregator.embedded import EmbeddedRuntime
+from services.embedded import EmbeddedRuntime
 from tests.conftest import T0, event, iso, ms
 
 DAY = 86_400_000

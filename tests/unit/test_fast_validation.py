@@ -21,8 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cxpulse.domain import fast_validation
+from cxpulse.domain.event_schema import event_schema
 from cxpulse.domain.events import EventType
-from cxpulse.domain.validation import KNOWN_TYPES, _fast_validator, event_schema, validate_event
+from cxpulse.domain.validation import KNOWN_TYPES, _fast_validator, validate_event
 
 SCHEMA = event_schema()
 REFERENCE = jsonschema.Draft7Validator(SCHEMA)

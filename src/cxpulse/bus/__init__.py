@@ -1,5 +1,5 @@
 """Event buses: how ingest hands accepted events to processing (in-process, or Kafka)."""
 
-from cxpulse.bus.base import BusUnavailable, EventBus, PublishResult
+from cxpulse.bus.base import BusUnavailable, EventBus
 
-__all__ = ["BusUnavailable", "EventBus", "PublishResult"]
+__all__ = ["BusUnavailable", "EventBus"]

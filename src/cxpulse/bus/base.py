@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 from cxpulse.domain.events import Event
+from cxpulse.pipeline.batch import PublishResult
 
 
 class BusUnavailable(RuntimeError):
@@ -15,12 +15,6 @@ class BusUnavailable(RuntimeError):
     def __init__(self, message: str, retry_after_s: int = 5) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
-
-
-@dataclass(frozen=True, slots=True)
-class PublishResult:
-    accepted: int
-    duplicates: int
 
 
 class EventBus(Protocol):

@@ -8,18 +8,13 @@ of validation: `validate_event(json.loads(encode_event(e)))` gives back `e` (a u
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from cxpulse.domain.events import Event, EventType
 from cxpulse.domain.validation import validate_event
-
-
-def iso_ms(ms: int) -> str:
-    """Epoch milliseconds as RFC 3339 UTC with millisecond precision (parses back to the same ms)."""
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+from cxpulse.domain.windows import iso_ms
 
 
 def event_to_json(event: Event) -> dict[str, Any]:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from cxpulse.bus.base import BusUnavailable, PublishResult
+from cxpulse.bus.base import BusUnavailable
 from cxpulse.domain.events import Event
+from cxpulse.pipeline.batch import PublishResult
 from cxpulse.pipeline.processor import Processor
 from cxpulse.store.base import StoreError
 

@@ -22,10 +22,11 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from cxpulse.bus.base import BusUnavailable, PublishResult
+from cxpulse.bus.base import BusUnavailable
 from cxpulse.bus.codec import encode_event
 from cxpulse.config import Settings
 from cxpulse.domain.events import Event
+from cxpulse.pipeline.batch import PublishResult
 
 log = logging.getLogger("cxpulse.bus.kafka")
 

@@ -25,6 +25,8 @@ from typing import Any, Final
 
 import jsonschema
 
+from cxpulse.domain.event_schema import event_schema
+
 Checker = Callable[[Any], bool]
 
 #: Keywords that never constrain a value.
@@ -390,8 +392,6 @@ def compile_schema(schema: dict[str, Any]) -> Switch | Leaf:
 # ------------------------------------------------------------------------------------------ entry point
 @cache
 def _tree() -> Switch | Leaf | None:
-    from cxpulse.domain.validation import event_schema  # here: validation imports this module
-
     try:
         return compile_schema(event_schema())
     except Unsupported:

@@ -1,22 +1,27 @@
-"""KPI definitions (SPEC §2): which statistics each metric needs and how a reading is built from them.
+"""The metric registry (SPEC §2): each KPI defined once — id, family, unit, direction, the SQL of its
+sufficient statistics, the spans it reads and how its reading is built.
 
-A store computes each metric's *sufficient statistics* for a list of event-time spans; `reading()` turns
-the statistics of a window and of the window before it into the public reading: value, n, ci, previous,
-delta, significant and the metric's extras. Pure code — the golden tests drive it directly.
+A store computes each metric's *sufficient statistics* for a list of event-time spans (one query per
+family, see `store.kpi_queries`); `reading()` turns the statistics of a window and of the window before it
+into the public reading: value, n, ci, previous, delta, significant and the metric's extras. Everything
+else — the store, the reader, the API, alerts, the dashboard — reads `METRICS`. Pure code: the SQL is data
+here (ClickHouse expressions over the family's rows), run by the store adapter.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from cxpulse.domain import stats
-from cxpulse.domain.windows import UNIT_MS, Span
+from cxpulse.domain.windows import DAY_MS, Span
 
 Stats = tuple[Any, ...]
 Reading = dict[str, Any]
+Builder = Callable[[Sequence[Stats]], Reading]
+SpanRule = Callable[[Span, Span], list[Span]]
 
 
 class Family(StrEnum):
@@ -28,6 +33,13 @@ class Family(StrEnum):
     CASES = "cases"
     TRIALS = "trials"
     SUBSCRIPTIONS = "subscriptions"
+
+
+class Direction(StrEnum):
+    """Which way is good news: alerts and the dashboard read it (a falling CES is an improvement)."""
+
+    HIGHER_IS_BETTER = "higher"
+    LOWER_IS_BETTER = "lower"
 
 
 class Dimension(StrEnum):
@@ -57,53 +69,30 @@ class Filters:
         return dict(self.items())
 
 
+def _current_and_previous(current: Span, previous: Span) -> list[Span]:
+    return [current, previous]
+
+
 @dataclass(frozen=True, slots=True)
 class Metric:
+    """One KPI. `statistics` are ClickHouse aggregate expressions over the family's rows, in the order
+    `build` reads them; `{c}` in them stands for `condition` (which of the family's rows are this
+    metric's). `build` gets the statistics of each span that `spans(current, previous)` lists."""
+
     id: str
     family: Family
+    unit: str
+    direction: Direction
     description: str
+    statistics: tuple[str, ...]
+    #: The statistics of a span with no data (what a store returns for a span it found nothing in).
+    empty: Stats
+    build: Builder
+    condition: str = "1"
+    extras: tuple[str, ...] = ()
     #: Fixed trailing window (dau/wau/mau/stickiness ignore the requested window).
     fixed_window_ms: int | None = None
-
-
-METRICS: dict[str, Metric] = {
-    m.id: m
-    for m in (
-        Metric("nps", Family.SURVEY, "Net Promoter Score: % promoters (9–10) − % detractors (0–6)"),
-        Metric("csat", Family.SURVEY, "% satisfied answers (top-two box)"),
-        Metric("ces", Family.SURVEY, "mean Customer Effort Score, 1 = very easy … 7 = very difficult"),
-        Metric("fcr", Family.CASES, "% of resolved cases resolved on first contact"),
-        Metric("resolution_time", Family.CASES, "median seconds from a case's first event to its resolution"),
-        Metric("active_customers", Family.ACTIVE, "distinct customers with any event in the window"),
-        Metric("dau", Family.ACTIVE, "distinct customers active in the trailing day", UNIT_MS["d"]),
-        Metric("wau", Family.ACTIVE, "distinct customers active in the trailing 7 days", 7 * UNIT_MS["d"]),
-        Metric("mau", Family.ACTIVE, "distinct customers active in the trailing 30 days", 30 * UNIT_MS["d"]),
-        Metric("stickiness", Family.ACTIVE, "100 × dau / mau", UNIT_MS["d"]),
-        Metric("churn", Family.SUBSCRIPTIONS, "% of subscribers at window start who cancelled in the window"),
-        Metric("retention", Family.SUBSCRIPTIONS, "% of subscribers at window start still active at its end"),
-        Metric("trial_conversion", Family.TRIALS, "% of trials ending in the window that converted"),
-        Metric("referral_rate", Family.REFERRAL, "% of purchases that came from a referral"),
-    )
-}
-MONTH_MS = 30 * UNIT_MS["d"]
-
-
-def spans_for(metric: Metric, at_ms: int, window_ms: int) -> tuple[Span, Span]:
-    """The (current, previous) spans a reading compares; fixed-window metrics ignore `window_ms`."""
-    current = Span.ending_at(at_ms, metric.fixed_window_ms or window_ms)
-    return current, current.before()
-
-
-def stat_spans(metric: Metric, current: Span, previous: Span) -> list[Span]:
-    """The spans whose statistics the store must compute for one reading (stickiness also needs MAU)."""
-    if metric.id == "stickiness":
-        return [
-            current,
-            previous,
-            Span.ending_at(current.end_ms, MONTH_MS),
-            Span.ending_at(previous.end_ms, MONTH_MS),
-        ]
-    return [current, previous]
+    spans: SpanRule = field(default=_current_and_previous)
 
 
 def _pct(x: int, n: int) -> float | None:
@@ -172,40 +161,221 @@ def _count(cur: Stats, prev: Stats) -> Reading:
     }
 
 
-def _fcr_or_ratio(index: int) -> Callable[[Stats, Stats], Reading]:
+def _pair(build: Callable[[Stats, Stats], Reading]) -> Builder:
+    """A builder of the usual shape: the current window's statistics and the previous window's."""
+
+    def from_spans(span_stats: Sequence[Stats]) -> Reading:
+        return build(span_stats[0], span_stats[1])
+
+    return from_spans
+
+
+def _share(index: int) -> Builder:
     """A proportion read from statistics (x_1, …, n): `index` picks the numerator."""
 
     def build(cur: Stats, prev: Stats) -> Reading:
         return _proportion((cur[index], cur[-1]), (prev[index], prev[-1]))
 
-    return build
+    return _pair(build)
 
 
-_BUILDERS: dict[str, Callable[[Stats, Stats], Reading]] = {
-    "nps": _nps,
-    "csat": _proportion,
-    "ces": _ces,
-    "fcr": _proportion,
-    "resolution_time": _resolution,
-    "active_customers": _count,
-    "dau": _count,
-    "wau": _count,
-    "mau": _count,
-    "churn": _fcr_or_ratio(0),
-    "retention": _fcr_or_ratio(1),
-    "trial_conversion": _proportion,
-    "referral_rate": _proportion,
+def _stickiness(span_stats: Sequence[Stats]) -> Reading:
+    (dau,), (pdau,), (mau,), (pmau,) = span_stats
+    out = _proportion((dau, mau), (pdau, pmau))
+    out["dau"], out["mau"] = dau, mau
+    return out
+
+
+MONTH_MS = 30 * DAY_MS
+
+
+def _with_months(current: Span, previous: Span) -> list[Span]:
+    """Stickiness also needs MAU: the 30 days ending with each of its two days."""
+    return [
+        current,
+        previous,
+        Span.ending_at(current.end_ms, MONTH_MS),
+        Span.ending_at(previous.end_ms, MONTH_MS),
+    ]
+
+
+_FAR = "9223372036854775807"
+#: The end of the span a row is counted in (bound by the store's grid query).
+SPAN_END = "({origin:Int64} + (idx + 1) * {step:Int64})"
+_DISTINCT = ("uniqExact(customer_key)",)
+#: The subscriptions family's per-customer flags: s0 active at the span start, e1 at its end, churned.
+_SUBSCRIBERS = ("countIf(s0 AND churned)", "countIf(s0 AND e1)", "countIf(s0)")
+_HIGHER, _LOWER = Direction.HIGHER_IS_BETTER, Direction.LOWER_IS_BETTER
+
+
+def _active(metric_id: str, description: str, fixed_days: int | None) -> Metric:
+    return Metric(
+        metric_id,
+        Family.ACTIVE,
+        "customers",
+        _HIGHER,
+        description,
+        _DISTINCT,
+        (0,),
+        _pair(_count),
+        fixed_window_ms=fixed_days * DAY_MS if fixed_days else None,
+    )
+
+
+METRICS: dict[str, Metric] = {
+    m.id: m
+    for m in (
+        Metric(
+            "nps",
+            Family.SURVEY,
+            "score",
+            _HIGHER,
+            "Net Promoter Score: % promoters (9–10) − % detractors (0–6)",
+            ("countIf(score >= 9 AND {c})", "countIf(score <= 6 AND {c})", "countIf({c})"),
+            (0, 0, 0),
+            _pair(_nps),
+            condition="survey = 'nps'",
+            extras=("promoters", "detractors", "passives"),
+        ),
+        Metric(
+            "csat",
+            Family.SURVEY,
+            "%",
+            _HIGHER,
+            "% satisfied answers (top-two box)",
+            ("countIf(score >= if(scale = 7, 6, 4) AND {c})", "countIf({c})"),
+            (0, 0),
+            _pair(_proportion),
+            condition="survey = 'csat'",
+        ),
+        Metric(
+            "ces",
+            Family.SURVEY,
+            "score",
+            _LOWER,
+            "mean Customer Effort Score, 1 = very easy … 7 = very difficult",
+            (
+                "ifNotFinite(avgIf(score, {c}), 0)",
+                "ifNotFinite(varSampIf(score, {c}), 0)",
+                "countIf({c})",
+                "countIf(score <= 3 AND {c})",
+            ),
+            (0.0, 0.0, 0, 0),
+            _pair(_ces),
+            condition="survey = 'ces'",
+            extras=("easy_pct",),
+        ),
+        Metric(
+            "fcr",
+            Family.CASES,
+            "%",
+            _HIGHER,
+            "% of resolved cases resolved on first contact",
+            (f"countIf(contacts <= 1 AND ifNull(recontact_ms, {_FAR}) >= {SPAN_END})", "count()"),
+            (0, 0),
+            _pair(_proportion),
+        ),
+        Metric(
+            "resolution_time",
+            Family.CASES,
+            "s",
+            _LOWER,
+            "median seconds from a case's first event to its resolution",
+            ("arraySort(groupArray(greatest(0, resolved_ms - first_ms) / 1000.0))",),
+            ([],),
+            _pair(_resolution),
+            extras=("mean_s", "p90_s"),
+        ),
+        _active("active_customers", "distinct customers with any event in the window", None),
+        _active("dau", "distinct customers active in the trailing day", 1),
+        _active("wau", "distinct customers active in the trailing 7 days", 7),
+        _active("mau", "distinct customers active in the trailing 30 days", 30),
+        Metric(
+            "stickiness",
+            Family.ACTIVE,
+            "%",
+            _HIGHER,
+            "100 × dau / mau",
+            _DISTINCT,
+            (0,),
+            _stickiness,
+            extras=("dau", "mau"),
+            fixed_window_ms=DAY_MS,
+            spans=_with_months,
+        ),
+        Metric(
+            "churn",
+            Family.SUBSCRIPTIONS,
+            "%",
+            _LOWER,
+            "% of subscribers at window start who cancelled in the window",
+            _SUBSCRIBERS,
+            (0, 0, 0),
+            _share(0),
+        ),
+        Metric(
+            "retention",
+            Family.SUBSCRIPTIONS,
+            "%",
+            _HIGHER,
+            "% of subscribers at window start still active at its end",
+            _SUBSCRIBERS,
+            (0, 0, 0),
+            _share(1),
+        ),
+        Metric(
+            "trial_conversion",
+            Family.TRIALS,
+            "%",
+            _HIGHER,
+            "% of trials ending in the window that converted",
+            ("countIf(converted = 1)", "count()"),
+            (0, 0),
+            _pair(_proportion),
+        ),
+        Metric(
+            "referral_rate",
+            Family.REFERRAL,
+            "%",
+            _HIGHER,
+            "% of purchases that came from a referral",
+            ("countIf(referral = 1)", "count()"),
+            (0, 0),
+            _pair(_proportion),
+        ),
+    )
 }
+
+
+class UnknownMetric(ValueError):
+    """A metric id that is not in the registry (the API answers 400 or 404, naming the known ones)."""
+
+    def __init__(self, metric_id: str) -> None:
+        super().__init__(f"unknown metric {metric_id!r}; known: {', '.join(METRICS)}")
+        self.metric_id = metric_id
+
+
+def metric_by_id(metric_id: str) -> Metric:
+    try:
+        return METRICS[metric_id]
+    except KeyError:
+        raise UnknownMetric(metric_id) from None
+
+
+def spans_for(metric: Metric, at_ms: int, window_ms: int) -> tuple[Span, Span]:
+    """The (current, previous) spans a reading compares; fixed-window metrics ignore `window_ms`."""
+    current = Span.ending_at(at_ms, metric.fixed_window_ms or window_ms)
+    return current, current.before()
+
+
+def stat_spans(metric: Metric, current: Span, previous: Span) -> list[Span]:
+    """The spans whose statistics the store must compute for one reading."""
+    return metric.spans(current, previous)
 
 
 def reading(metric: Metric, span_stats: Sequence[Stats]) -> Reading:
     """Build the public reading from the statistics of `stat_spans(...)`, in the same order."""
-    if metric.id == "stickiness":
-        (dau,), (pdau,), (mau,), (pmau,) = span_stats
-        out = _proportion((dau, mau), (pdau, pmau))
-        out["dau"], out["mau"] = dau, mau
-    else:
-        out = _BUILDERS[metric.id](span_stats[0], span_stats[1])
+    out = metric.build(span_stats)
     value, previous = out["value"], out["previous"]["value"]
     out["delta"] = None if value is None or previous is None else value - previous
     if out["ci"] is not None:
@@ -214,15 +384,4 @@ def reading(metric: Metric, span_stats: Sequence[Stats]) -> Reading:
 
 
 def empty_stats(metric: Metric) -> Stats:
-    """The statistics of a span with no data (what a store returns for a span it found nothing in)."""
-    return {
-        "nps": (0, 0, 0),
-        "csat": (0, 0),
-        "ces": (0.0, 0.0, 0, 0),
-        "fcr": (0, 0),
-        "resolution_time": ([],),
-        "churn": (0, 0, 0),
-        "retention": (0, 0, 0),
-        "trial_conversion": (0, 0),
-        "referral_rate": (0, 0),
-    }.get(metric.id, (0,))
+    return metric.empty

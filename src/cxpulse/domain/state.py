@@ -13,15 +13,14 @@ from __future__ import annotations
 from typing import Any
 
 from cxpulse.domain.events import Event, EventType
+from cxpulse.domain.windows import DAY_MS
 
-DAY_MS = 86_400_000
 RECONTACT_WINDOW_MS = 7 * DAY_MS
 
 CustomerState = dict[str, Any]
 FactRow = dict[str, Any]
 
 CASES, TRIALS, SUBSCRIPTIONS = "cases", "trials", "subscriptions"
-FACT_TABLES = (CASES, TRIALS, SUBSCRIPTIONS)
 #: What identifies a fact within its customer (the store keeps the newest version per key).
 FACT_ID = {CASES: "case_id", TRIALS: "trial_id", SUBSCRIPTIONS: "start_id"}
 

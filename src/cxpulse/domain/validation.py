@@ -9,7 +9,6 @@ bounds relative to now, the serialized size of `properties` — are checked here
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -21,12 +20,12 @@ import jsonschema
 import orjson
 
 from cxpulse.domain import fast_validation
+from cxpulse.domain.event_schema import event_schema
 from cxpulse.domain.events import DEFAULT_TOUCHPOINT, DEFAULT_TRIAL_DAYS, UNKNOWN, Event, EventType
-from cxpulse.schema_files import schema_file
+from cxpulse.domain.windows import DAY_MS
 
 MAX_FUTURE_MS = 5 * 60 * 1000
 MAX_PROPERTIES_BYTES = 8 * 1024
-DAY_MS = 86_400_000
 KNOWN_TYPES = frozenset(EventType)
 SURVEY_ANSWER = str(EventType.SURVEY_ANSWER)
 TRIAL_START = str(EventType.TRIAL_START)
@@ -59,13 +58,6 @@ class Rejected:
 
     def to_dict(self) -> dict[str, Any]:
         return {"index": self.index, "errors": [e.to_dict() for e in self.errors]}
-
-
-@cache
-def event_schema() -> dict[str, Any]:
-    """The event JSON Schema, loaded once from `schemas/` (bundled next to the package when installed)."""
-    loaded: dict[str, Any] = json.loads(schema_file("event.schema.json").read_text())
-    return loaded
 
 
 @cache

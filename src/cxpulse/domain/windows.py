@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+DAY_MS = UNIT_MS["d"]
 MAX_WINDOW_MS = 400 * UNIT_MS["d"]
 _WINDOW = re.compile(r"^([1-9][0-9]{0,8})([smhd])$")
 
@@ -54,10 +56,6 @@ class Grid:
     count: int
     length_ms: int
 
-    def span(self, j: int) -> Span:
-        end = self.first_end_ms + j * self.step_ms
-        return Span(end - self.length_ms, end)
-
     @property
     def start_ms(self) -> int:
         return self.first_end_ms - self.length_ms
@@ -65,3 +63,8 @@ class Grid:
     @property
     def end_ms(self) -> int:
         return self.first_end_ms + (self.count - 1) * self.step_ms
+
+
+def iso_ms(ms: int) -> str:
+    """Epoch milliseconds as RFC 3339 UTC with millisecond precision (parses back to the same ms)."""
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

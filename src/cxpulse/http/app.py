@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from cxpulse import __version__
-from cxpulse.domain.validation import event_schema
+from cxpulse.domain.event_schema import event_schema
 from cxpulse.http.errors import install_error_handlers
 
 

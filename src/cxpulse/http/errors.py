@@ -1,4 +1,13 @@
-"""The one error format of SPEC §3, `{"error": {"code", "message", "details"}}`, mapped in one place."""
+"""The one error format of SPEC §3, `{"error": {"code", "message", "details"}}`, mapped in one place.
+
+Handlers raise either an `ApiError` or the library's own error; `translate` maps the library's errors to
+API errors here, once:
+
+    UnknownMetric  (domain)  → 404 unknown_metric
+    QueryError     (reading) → 400 invalid_parameter, naming the parameter
+    BodyError      (http)    → 400 malformed_body, or 413 payload_too_large
+    BusUnavailable (bus)     → 503 unavailable + Retry-After
+"""
 
 from __future__ import annotations
 
@@ -8,6 +17,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cxpulse.bus.base import BusUnavailable
+from cxpulse.domain.metrics import UnknownMetric
+from cxpulse.http.body import BodyError
+from cxpulse.reading.base import QueryError
 
 
 class ApiError(Exception):
@@ -29,7 +43,38 @@ def error_body(code: str, message: str, details: list[Any] | None = None) -> dic
     return {"error": {"code": code, "message": message, "details": details or []}}
 
 
+def translate(exc: Exception) -> ApiError:
+    """The API error for a library error (see the module docstring)."""
+    if isinstance(exc, UnknownMetric):
+        return ApiError(404, "unknown_metric", str(exc))
+    if isinstance(exc, QueryError):
+        return ApiError(
+            400, "invalid_parameter", f"{exc.field}: {exc}", [{"field": exc.field, "message": str(exc)}]
+        )
+    if isinstance(exc, BodyError):
+        if exc.too_large:
+            return ApiError(413, "payload_too_large", str(exc))
+        return ApiError(400, "malformed_body", str(exc))
+    if isinstance(exc, BusUnavailable):
+        return ApiError(
+            503,
+            "unavailable",
+            f"events not accepted, retry later: {exc}",
+            headers={"Retry-After": str(exc.retry_after_s)},
+        )
+    raise TypeError(f"no API error for {exc!r}")
+
+
+TRANSLATED: tuple[type[Exception], ...] = (UnknownMetric, QueryError, BodyError, BusUnavailable)
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    async def _translated(request: Request, exc: Exception) -> JSONResponse:
+        return await _api_error(request, translate(exc))
+
+    for error in TRANSLATED:
+        app.add_exception_handler(error, _translated)
+
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(error_body(exc.code, exc.message, exc.details), exc.status, headers=exc.headers)

@@ -15,25 +15,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 
-from cxpulse.domain.events import Event
 from cxpulse.domain.state import FactRow
-from cxpulse.pipeline.repository import Repository
+from cxpulse.pipeline.batch import EventRow, Step
 from cxpulse.store.base import Store
-
-EventRow = dict[str, Any]
+from cxpulse.store.repository import Repository
 
 #: `batch_seq` of rows written by the distributed path: the embedded processor's recovery replays batches
 #: with `batch_seq` above its checkpoint, so 0 keeps distributed rows out of it.
 DISTRIBUTED_BATCH_SEQ = 0
-
-
-def event_row(event: Event, received_ms: int) -> EventRow:
-    """The `events` row of a worker-processed event (`received_ms` = the Kafka message timestamp)."""
-    return {**event.to_row(), "received_ms": received_ms, "batch_seq": DISTRIBUTED_BATCH_SEQ}
 
 
 @dataclass
@@ -45,6 +37,16 @@ class Output:
 
     def encode(self) -> bytes:
         return orjson.dumps({"events": self.events, "facts": [[t, r] for t, r in self.facts]})
+
+    @classmethod
+    def per_customer(cls, done: Step) -> dict[str, Output]:
+        """A batch step's rows grouped by customer (one `cx.store` message each, keyed by customer)."""
+        outputs: dict[str, Output] = {}
+        for row in done.rows:
+            outputs.setdefault(row["customer_id"], cls()).events.append(row)
+        for (table, cid, _), fact in done.facts.items():
+            outputs.setdefault(cid, cls()).facts.append((table, fact))
+        return outputs
 
     @classmethod
     def decode(cls, data: bytes) -> Output:
@@ -69,6 +71,6 @@ class StoreWriter:
         existing = self.repo.existing_ids(list(unique))
         fresh = [row for eid, row in unique.items() if eid not in existing]
         if fresh:
-            self.repo.store.insert("events", fresh)
+            self.repo.insert_events(fresh)
         self.repo.upsert_facts(facts)
         return len(fresh)

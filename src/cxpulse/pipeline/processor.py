@@ -1,22 +1,22 @@
 """The embedded processor: one writer that turns validated events into stored events, state and facts.
 
-Order per batch: drop duplicates (first accepted wins) → insert events (the durable point: a 202 may be
-sent after this) → fold stateful events into keyed state. Behind that, a flush upserts the changed facts,
-then the changed state together with the checkpoint. After a crash anywhere past the events insert,
-`recover()` replays the batches after the last checkpoint; state application is idempotent, so replaying
-is safe.
+Each batch goes through the shared `batch.step` (dedup against the store's ids, fold into keyed state),
+then: insert events (the durable point: a 202 may be sent after this) → facts and keyed state behind.
+A flush upserts the changed facts, then the changed state together with the checkpoint. After a crash
+anywhere past the events insert, `recover()` replays the batches after the last checkpoint; the step is
+idempotent, so replaying is safe.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from cxpulse.bus.base import PublishResult
-from cxpulse.domain.events import STATEFUL_TYPES, Event
-from cxpulse.domain.state import FACT_ID, CustomerState, FactRow, apply, new_state
-from cxpulse.pipeline.repository import Repository
+from cxpulse.domain.events import Event
+from cxpulse.domain.state import CustomerState, FactRow
+from cxpulse.pipeline.batch import Delivery, FactKey, PublishResult, Step, fold, step
+from cxpulse.store.repository import Repository
 
 #: Recovery replays about this many events at a time (bounded memory after a large import).
 REPLAY_PART_SIZE = 200_000
@@ -26,18 +26,24 @@ class Processor:
     """Single writer of the embedded store. Events are inserted synchronously (that is the commit). Facts
     and keyed state are written with them when the writer is idle, and behind them — coalesced per key, at
     least every `flush_interval_s` — while more batches are queued; recovery replays whatever the last
-    flush did not cover."""
+    flush did not cover. `on_commit` (if set) is called after every batch that stored events."""
 
     def __init__(
-        self, repo: Repository, *, flush_interval_s: float = 0.5, flush_max_facts: int = 50_000
+        self,
+        repo: Repository,
+        *,
+        flush_interval_s: float = 0.5,
+        flush_max_facts: int = 50_000,
+        on_commit: Callable[[], None] | None = None,
     ) -> None:
         self.repo = repo
         self.states: dict[str, CustomerState] = {}
         self.flush_interval_s = flush_interval_s
         self.flush_max_facts = flush_max_facts
+        self.on_commit = on_commit
         self._seq = 0
         self._flushed_seq = 0
-        self._pending_facts: dict[tuple[str, str, str], FactRow] = {}
+        self._pending_facts: dict[FactKey, FactRow] = {}
         self._pending_states: set[str] = set()
         self._last_flush = time.monotonic()
         self._lock = threading.Lock()
@@ -55,7 +61,11 @@ class Processor:
             total = self.repo.count_stateful_after(checkpoint)
             parts = max(1, -(-total // part_size))
             for part in range(parts):
-                self._fold(self.repo.stateful_events_after(checkpoint, part, parts))
+                events = self.repo.stateful_events_after(checkpoint, part, parts)
+                replayed = Step()  # already stored: only their effect on the keyed state is redone
+                for event in events:
+                    fold(event, self.states, replayed)
+                self._keep(replayed)
                 self._flush(checkpoint=checkpoint if part < parts - 1 else self._seq)
             return total
 
@@ -69,45 +79,34 @@ class Processor:
         `flush=False` (more work is queued) lets facts and state wait for a later batch.
         """
         with self._lock:
-            first: dict[str, Event] = {}
-            for batch in batches:
-                for event in batch:
-                    first.setdefault(event.event_id, event)
-            existing = self.repo.existing_ids(list(first))
-            fresh = [e for eid, e in first.items() if eid not in existing]
-            if fresh:
+            now_ms = int(time.time() * 1000)
+            deliveries = [Delivery(e, now_ms) for batch in batches for e in batch]
+            existing = self.repo.existing_ids(list({d.event.event_id: None for d in deliveries}))
+            done = step(deliveries, dict.fromkeys(existing), self.states, batch_seq=self._seq + 1)
+            if done.rows:
                 self._seq += 1
-                self.repo.insert_events(fresh, int(time.time() * 1000), self._seq)
-                self._fold(fresh)
+                self.repo.insert_events(done.rows)
+                self._keep(done)
             if (
                 flush
                 or len(self._pending_facts) >= self.flush_max_facts
                 or time.monotonic() - self._last_flush >= self.flush_interval_s
             ):
                 self._flush()
-            winners = {id(e) for e in fresh}
-            results = []
-            for batch in batches:
-                accepted = sum(1 for e in batch if id(e) in winners)
-                results.append(PublishResult(accepted=accepted, duplicates=len(batch) - accepted))
-            return results
+            results = [done.result_of(batch) for batch in batches]
+        if done.rows and self.on_commit is not None:
+            self.on_commit()
+        return results
 
     def flush(self) -> None:
-        """Write pending facts and state now (at shutdown)."""
+        """Write pending facts and state now (at shutdown, and before reads)."""
         with self._lock:
             self._flush()
 
-    def _fold(self, events: Sequence[Event]) -> None:
-        """Apply stateful events to keyed state; the facts and states they change become pending."""
-        for event in events:
-            if event.type not in STATEFUL_TYPES:
-                continue
-            state = self.states.get(event.customer_id) or new_state()
-            for table, row in apply(state, event):
-                self._pending_facts[(table, row["customer_id"], row[FACT_ID[table]])] = row
-            if state["seq"]:
-                self.states[event.customer_id] = state
-                self._pending_states.add(event.customer_id)
+    def _keep(self, done: Step) -> None:
+        """The step's facts and changed states become pending (written by the next flush)."""
+        self._pending_facts.update(done.facts)
+        self._pending_states |= done.changed
 
     def _flush(self, checkpoint: int | None = None) -> None:
         """Write pending facts and state, and the checkpoint (by default: every batch so far)."""

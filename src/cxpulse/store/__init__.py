@@ -1,7 +1,9 @@
-"""The store adapters: one small `Store` interface, two ClickHouse backends (chDB in-process, a server)."""
+"""The store adapters: one small `Store` interface, two ClickHouse backends (chDB in-process, a server),
+the schema migrations, and the SQL of both sides (KPI statistics, processing repository)."""
 
 from cxpulse.config import Settings
-from cxpulse.store.base import Store, StoreError, migrate
+from cxpulse.store.base import Store, StoreError
+from cxpulse.store.migrations import apply_migrations
 
 __all__ = ["Store", "StoreError", "migrate", "open_store"]
 
@@ -15,3 +17,10 @@ def open_store(settings: Settings) -> Store:
     from cxpulse.store.chdb_store import ChdbStore
 
     return ChdbStore(settings.data_dir, settings.database, fsync=settings.fsync)
+
+
+def migrate(store: Store) -> None:
+    """Bring the schema up to date, and refill the in-memory id set (a Set table is not persisted)."""
+    apply_migrations(store)
+    db = store.database
+    store.execute(f"INSERT INTO {db}.event_ids SELECT sipHash128(event_id) FROM {db}.events")

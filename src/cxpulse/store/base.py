@@ -7,8 +7,6 @@ from typing import Any, Protocol
 
 import orjson
 
-from cxpulse.schema_files import schema_file
-
 
 class StoreError(RuntimeError):
     """A store operation failed (the engine's message is kept)."""
@@ -28,22 +26,6 @@ class Store(Protocol):
 
     def close(self) -> None:
         """Release the engine / connection."""
-
-
-def ddl_statements(database: str) -> list[str]:
-    """The schema's statements with the database name filled in."""
-    lines = schema_file("clickhouse", "tables.sql").read_text().splitlines()
-    text = "\n".join(line for line in lines if not line.lstrip().startswith("--"))
-    return [s.strip().replace("{db}", database) for s in text.split(";\n") if s.strip().strip(";")]
-
-
-def migrate(store: Store) -> None:
-    """Create the database and tables if missing (idempotent), and refill the in-memory id set."""
-    for statement in ddl_statements(store.database):
-        store.execute(statement.rstrip(";"))
-    store.execute(
-        f"INSERT INTO {store.database}.event_ids SELECT sipHash128(event_id) FROM {store.database}.events"
-    )
 
 
 def compact_rows(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], bytes]:

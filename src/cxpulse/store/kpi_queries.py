@@ -19,38 +19,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from cxpulse.domain.metrics import Dimension, Family, Filters, Metric, Stats, empty_stats
+from cxpulse.domain.metrics import SPAN_END, Dimension, Family, Filters, Metric, Stats
 from cxpulse.domain.windows import Grid, Span
 from cxpulse.store.base import Store
 
 NO_GROUP = ""
 _FAR = "9223372036854775807"
-_END = "({origin:Int64} + (idx + 1) * {step:Int64})"  # end of span `idx`
+_END = SPAN_END  # end of span `idx`
 _START = f"({_END} - {{length:Int64}})"
-
-#: Per metric: its row condition within the family's rows, and its statistics (in `empty_stats` order).
-_SELECTS: dict[str, tuple[str, list[str]]] = {
-    "nps": ("survey = 'nps'", ["countIf(score >= 9 AND {c})", "countIf(score <= 6 AND {c})", "countIf({c})"]),
-    "csat": ("survey = 'csat'", ["countIf(score >= if(scale = 7, 6, 4) AND {c})", "countIf({c})"]),
-    "ces": (
-        "survey = 'ces'",
-        [
-            "ifNotFinite(avgIf(score, {c}), 0)",
-            "ifNotFinite(varSampIf(score, {c}), 0)",
-            "countIf({c})",
-            "countIf(score <= 3 AND {c})",
-        ],
-    ),
-    "referral_rate": ("1", ["countIf(referral = 1)", "count()"]),
-    "active_customers": ("1", ["uniqExact(customer_key)"]),
-    "dau": ("1", ["uniqExact(customer_key)"]),
-    "wau": ("1", ["uniqExact(customer_key)"]),
-    "mau": ("1", ["uniqExact(customer_key)"]),
-    "stickiness": ("1", ["uniqExact(customer_key)"]),
-    "fcr": ("1", [f"countIf(contacts <= 1 AND ifNull(recontact_ms, {_FAR}) >= {_END})", "count()"]),
-    "resolution_time": ("1", ["arraySort(groupArray(greatest(0, resolved_ms - first_ms) / 1000.0))"]),
-    "trial_conversion": ("1", ["countIf(converted = 1)", "count()"]),
-}
 
 #: Per family: the table, the time column placing a row in spans, and the rows it reads.
 _SOURCES: dict[Family, tuple[str, str, str]] = {
@@ -75,12 +51,9 @@ def _grid_query(
 ) -> str:
     """Statistics per (span, group) for metrics of one family over the rows whose time falls in a span."""
     source, time_col, where = _SOURCES[metrics[0].family]
-    selects = []
-    for metric in metrics:
-        condition, exprs = _SELECTS[metric.id]
-        selects += [e.replace("{c}", condition) for e in exprs]
+    selects = _statistics(metrics)
     if len(metrics) == 1 and metrics[0].family == Family.SURVEY:
-        where += f" AND {_SELECTS[metrics[0].id][0]}"  # one survey: narrow the scan by the sort key
+        where += f" AND {metrics[0].condition}"  # one survey: narrow the scan by the sort key
     if grid.length_ms == grid.step_ms:
         index, array_join = f"intDiv({time_col} - {{origin:Int64}}, {{step:Int64}}) AS idx", ""
     else:
@@ -97,7 +70,14 @@ def _grid_query(
     )
 
 
-def _subscriptions_query(filters: Filters, group: str, params: dict[str, Any]) -> str:
+def _statistics(metrics: Sequence[Metric]) -> list[str]:
+    """The metrics' statistics, side by side, each with its row condition filled in."""
+    return [e.replace("{c}", m.condition) for m in metrics for e in m.statistics]
+
+
+def _subscriptions_query(
+    metrics: Sequence[Metric], filters: Filters, group: str, params: dict[str, Any]
+) -> str:
     """Subscribers at each span's start (S, by the dims of their active interval), still active at its end
     (retained) and cancelling inside it (churned) — the statistics of churn and retention alike. An
     interval is active at t for started < t <= its end, so one that ended before the first span's start
@@ -110,7 +90,7 @@ def _subscriptions_query(filters: Filters, group: str, params: dict[str, Any]) -
     reach = f"least({end}, {{hi:Int64}}) - {{origin:Int64}} + {{length:Int64}}"
     last = f"least({{count:Int64}} - 1, intDiv({reach}, {{step:Int64}}) - 1)"
     return (
-        "SELECT idx, g, countIf(s0 AND churned), countIf(s0 AND e1), countIf(s0) FROM ("
+        f"SELECT idx, g, {', '.join(_statistics(metrics))} FROM ("
         f" SELECT customer_id, idx, max({at_start} AND {dims}) AS s0, max({at_end}) AS e1,"
         f" max({at_start} AND {dims} AND ifNull(cancel_ms, {_FAR}) < {_END}) AS churned,"
         f" anyIf({group}, {at_start}) AS g"
@@ -143,23 +123,21 @@ def grid_stats(
     group = by.value if by else "''"
     flt = filters or Filters()
     if metrics[0].family == Family.SUBSCRIPTIONS:
-        sql = _subscriptions_query(flt, group, params)
-        widths = [3] * len(metrics)  # churn and retention read the same three numbers
-        offsets = [0] * len(metrics)
+        sql = _subscriptions_query(metrics, flt, group, params)
     else:
         sql = _grid_query(metrics, flt, group, grid, params)
-        widths = [len(_SELECTS[m.id][1]) for m in metrics]
-        offsets = [sum(widths[:i]) for i in range(len(metrics))]
+    widths = [len(m.statistics) for m in metrics]
+    offsets = [sum(widths[:i]) for i in range(len(metrics))]
     out: dict[str, dict[str, list[Stats]]] = {m.id: {} for m in metrics}
     for idx, g, *values in store.rows(sql, params):
         if not 0 <= idx < grid.count:
             continue
         for metric, offset, width in zip(metrics, offsets, widths, strict=True):
-            per_group = out[metric.id].setdefault(g, [empty_stats(metric)] * grid.count)
+            per_group = out[metric.id].setdefault(g, [metric.empty] * grid.count)
             per_group[idx] = tuple(values[offset : offset + width])
     for metric in metrics:
         if by is None:
-            out[metric.id].setdefault(NO_GROUP, [empty_stats(metric)] * grid.count)
+            out[metric.id].setdefault(NO_GROUP, [metric.empty] * grid.count)
     return out
 
 

@@ -1,6 +1,7 @@
-"""The embedded runtime: store + processor + in-process bus, recovered from disk at start.
+"""The embedded service: store + processor + in-process bus + the API, in one process.
 
-The store is chDB under the data dir, or a ClickHouse server when `CXPULSE_CLICKHOUSE_URL` is set.
+The store is chDB under the data dir, or a ClickHouse server when `CXPULSE_CLICKHOUSE_URL` is set; it is
+recovered from disk at start (keyed state loaded, batches after the last checkpoint replayed).
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from fastapi import FastAPI
 from cxpulse.bus.inprocess import InProcessBus
 from cxpulse.config import Settings
 from cxpulse.pipeline.processor import Processor
-from cxpulse.pipeline.repository import Repository
 from cxpulse.store import Store, migrate, open_store
+from cxpulse.store.repository import Repository
 from services.api.app import create_app
 
-log = logging.getLogger("cxpulse.aggregator")
+log = logging.getLogger("cxpulse.embedded")
 
 
 @dataclass

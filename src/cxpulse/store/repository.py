@@ -1,8 +1,9 @@
-"""Reads and writes of the processing side: events, facts, keyed state and checkpoints."""
+"""The processing side's SQL: event ids, events, facts, keyed state and checkpoints."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import orjson
 
@@ -29,10 +30,9 @@ class Repository:
         )
         return {r[0] for r in rows}
 
-    def insert_events(self, events: Sequence[Event], received_ms: int, batch_seq: int) -> None:
-        self.store.insert(
-            "events", [{**e.to_row(), "received_ms": received_ms, "batch_seq": batch_seq} for e in events]
-        )
+    def insert_events(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Insert event rows (`Event.to_row()` plus received_ms and batch_seq): the durable point."""
+        self.store.insert("events", rows)
 
     def upsert_facts(self, facts: Iterable[tuple[str, FactRow]]) -> None:
         by_table: dict[str, list[FactRow]] = {}

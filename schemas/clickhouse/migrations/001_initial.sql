@@ -1,5 +1,7 @@
--- CX Pulse store schema (ClickHouse SQL, shared by chDB and a ClickHouse server).
+-- Migration 001: the initial CX Pulse store (ClickHouse SQL, shared by chDB and a ClickHouse server).
 -- `{db}` is replaced by the configured database name. Statements are separated by ';' at line end.
+-- Files here are applied once each, in number order, and recorded in {db}.schema_migrations: never edit
+-- one that has shipped; add the next number instead.
 -- Times are epoch milliseconds (UTC) in Int64 columns: plain integer arithmetic, no time-zone surprises.
 
 CREATE DATABASE IF NOT EXISTS {db};

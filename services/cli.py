@@ -20,7 +20,7 @@ from cxpulse.config import Settings
 from cxpulse.store.base import StoreError
 
 if TYPE_CHECKING:
-    from services.aggregator.embedded import EmbeddedRuntime
+    from services.embedded import EmbeddedRuntime
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -29,7 +29,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from services.aggregator.embedded import EmbeddedRuntime
+    from services.embedded import EmbeddedRuntime
 
     settings = _settings(args)
     try:

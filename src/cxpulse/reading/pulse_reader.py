@@ -1,10 +1,9 @@
-"""The query side: pulse, breakdown and series readings (SPEC §3) from the store's KPI statistics."""
+"""`PulseReader`: pulse, breakdown and series readings (SPEC §3) from the store's KPI statistics."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from cxpulse.domain.metrics import (
@@ -15,59 +14,20 @@ from cxpulse.domain.metrics import (
     Metric,
     Reading,
     Stats,
-    empty_stats,
+    metric_by_id,
     reading,
     spans_for,
     stat_spans,
 )
-from cxpulse.domain.windows import Grid
+from cxpulse.reading.base import MAX_SERIES_POINTS, QueryError
+from cxpulse.reading.plan import plan_grids
 from cxpulse.store.base import Store
 from cxpulse.store.kpi_queries import NO_GROUP, active_span_stats, grid_stats
 
-MAX_SERIES_POINTS = 5_000
-
-
-class QueryError(ValueError):
-    """A request the reader cannot answer as asked (unknown metric, too many points …): a 4xx."""
-
-
-def metric_by_id(metric_id: str) -> Metric:
-    try:
-        return METRICS[metric_id]
-    except KeyError:
-        raise QueryError(f"unknown metric {metric_id!r}; known: {', '.join(METRICS)}") from None
-
-
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    """Where each statistic a reading needs comes from: (grid number, point offset) per `stat_spans` slot."""
-
-    grids: list[Grid]
-    slots: list[tuple[int, int]]
-
-
-def _plan(metric: Metric, first_end_ms: int, step_ms: int, count: int, window_ms: int) -> _Plan:
-    """Grids covering the readings at `first_end + i·step` (i < count), merging a reading's current and
-    previous spans into one grid whenever they are one step apart (always so for a pulse or a series with
-    step = window), so most readings cost one query."""
-    current, previous = spans_for(metric, first_end_ms, window_ms)
-    needed = [(s.end_ms - s.start_ms, first_end_ms - s.end_ms) for s in stat_spans(metric, current, previous)]
-    grids: list[Grid] = []
-    slot_of: dict[tuple[int, int], tuple[int, int]] = {}
-    for length in dict.fromkeys(length for length, _ in needed):
-        offsets = [o for span_length, o in needed if span_length == length]
-        lowest, highest = min(offsets), max(offsets)
-        if all((o - lowest) % step_ms == 0 for o in offsets):
-            grids.append(Grid(first_end_ms - highest, step_ms, count + (highest - lowest) // step_ms, length))
-            slot_of.update({(length, o): (len(grids) - 1, (highest - o) // step_ms) for o in offsets})
-        else:
-            for o in offsets:
-                grids.append(Grid(first_end_ms - o, step_ms, count, length))
-                slot_of[(length, o)] = (len(grids) - 1, 0)
-    return _Plan(grids, [slot_of[key] for key in needed])
-
 
 class PulseReader:
+    """The `Reader` over a ClickHouse store: one query per metric family and grid."""
+
     def __init__(self, store: Store, *, before_read: Callable[[], None] | None = None) -> None:
         self.store = store
         self.before_read = before_read
@@ -102,19 +62,21 @@ class PulseReader:
         metric = metric_by_id(metric_id)
         self._settle()
         groups = self._readings([metric], at_ms, None, 1, window_ms, filters, by)[metric.id]
-        return {g: r[0] for g, r in sorted(groups.items()) if _seen(metric, r[0])}
+        # a breakdown lists the groups seen in the current window
+        return {g: r[0] for g, r in sorted(groups.items()) if r[0]["n"] or r[0]["value"] is not None}
 
     def series(
         self, metric_id: str, from_ms: int, to_ms: int, step_ms: int, filters: Filters
     ) -> list[dict[str, Any]]:
         metric = metric_by_id(metric_id)
         if to_ms <= from_ms:
-            raise QueryError("'to' must be later than 'from'")
+            raise QueryError("from", "'to' must be later than 'from'")
         count = math.ceil((to_ms - from_ms) / step_ms)
         if count > MAX_SERIES_POINTS:
             raise QueryError(
+                "from",
                 f"the series would have {count} points; at most {MAX_SERIES_POINTS} per request "
-                "(use a larger step or a shorter range)"
+                "(use a larger step or a shorter range)",
             )
         first_end = from_ms + step_ms
         self._settle()
@@ -145,11 +107,11 @@ class PulseReader:
         if step_ms is None:
             current, previous = spans_for(lead, first_end_ms, window_ms)
             step_ms = current.end_ms - previous.end_ms
-        plan = _plan(lead, first_end_ms, step_ms, count, window_ms)
+        plan = plan_grids(lead, first_end_ms, step_ms, count, window_ms)
         per_grid = [grid_stats(self.store, metrics, grid, filters, by) for grid in plan.grids]
         out: dict[str, dict[str, list[Reading]]] = {}
         for metric in metrics:
-            empty = empty_stats(metric)
+            empty = metric.empty
             groups = set().union(*(grid_out[metric.id] for grid_out in per_grid))
             out[metric.id] = {}
             for group in groups:
@@ -166,10 +128,3 @@ class PulseReader:
 def _stat(stats: list[list[Stats]], slot: tuple[int, int], i: int) -> Stats:
     grid, offset = slot
     return stats[grid][i + offset]
-
-
-def _seen(metric: Metric, r: Reading) -> bool:
-    """A breakdown lists the groups seen in the current window."""
-    if metric.id == "stickiness":
-        return bool(r["mau"])
-    return bool(r["n"]) or r["value"] is not None

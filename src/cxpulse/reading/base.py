@@ -1,0 +1,39 @@
+"""The read-side contract: what the API, the alert evaluator and the live stream ask of the KPI store.
+
+Small on purpose: a fake that returns canned readings is enough to unit-test anything built on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from cxpulse.domain.metrics import Dimension, Filters, Reading
+
+MAX_SERIES_POINTS = 5_000
+
+
+class QueryError(ValueError):
+    """A request the reader cannot answer as asked (too many points, an empty range …): a 400 that names
+    the parameter at fault."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class Reader(Protocol):
+    def pulse(
+        self, metric_ids: Sequence[str], window_ms: int, at_ms: int, filters: Filters
+    ) -> dict[str, Reading]:
+        """Readings of `[at − window, at)` and the window before it, per metric id."""
+
+    def breakdown(
+        self, metric_id: str, by: Dimension, window_ms: int, at_ms: int, filters: Filters
+    ) -> dict[str, Reading]:
+        """One reading per value of `by` seen in the window."""
+
+    def series(
+        self, metric_id: str, from_ms: int, to_ms: int, step_ms: int, filters: Filters
+    ) -> list[dict[str, Any]]:
+        """Readings of consecutive `step` buckets from `from` to `to`, oldest first (`start`/`end` in ms)."""
