@@ -391,8 +391,11 @@ def _condition(data: object, errors: _Errors) -> Condition | None:
     if baseline != "previous":
         try:
             baseline_ms = parse_duration(baseline, name="baseline")
-        except WindowError as exc:
-            errors.add("condition.baseline", f'must be "previous" or a window such as 7d ({exc})')
+        except WindowError:
+            errors.add(
+                "condition.baseline",
+                f'must be "previous" or a window up to 400d such as 7d; got {baseline!r}',
+            )
             return None
     if by is None:
         return None
