@@ -232,7 +232,7 @@ def test_response_rule_defaults_and_errors() -> None:
         metrics=METRICS,
         rule_id="r3",
     )
-    assert isinstance(zero, ResponseRule) and zero.scores == {6, 7} and zero.cooldown_ms == 0
+    assert isinstance(zero, ResponseRule) and zero.scores == frozenset({6, 7}) and zero.cooldown_ms == 0
     bad = {
         "type": "response",
         "name": "x",
