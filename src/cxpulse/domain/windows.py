@@ -68,3 +68,23 @@ class Grid:
 def iso_ms(ms: int) -> str:
     """Epoch milliseconds as RFC 3339 UTC with millisecond precision (parses back to the same ms)."""
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+_DURATION = re.compile(r"^(0|[1-9][0-9]{0,8})([smhd])$")
+
+
+def parse_duration(text: object, *, name: str, allow_zero: bool = False) -> int:
+    """A duration in the window syntax (`'5m'` → 300 000 ms); `allow_zero` also takes `0s`, `0m` … for
+    settings where zero means "immediately" (an alert rule's `for`, `keep_firing_for`, `cooldown`)."""
+    if not isinstance(text, str):
+        raise WindowError(f"{name} must be a string such as 5m; got {text!r}")
+    match = (_DURATION if allow_zero else _WINDOW).match(text.strip())
+    if not match:
+        example = "0s or 5m" if allow_zero else "5m"
+        raise WindowError(
+            f"{name} must be an integer followed by s, m, h or d (e.g. {example}); got {text!r}"
+        )
+    ms = int(match.group(1)) * UNIT_MS[match.group(2)]
+    if ms > MAX_WINDOW_MS:
+        raise WindowError(f"{name} must be at most 400d; got {text!r}")
+    return ms
