@@ -50,7 +50,7 @@ def nps_by_touchpoint(items: list[Item]) -> dict[str, float]:
 
 def csat(items: list[Item], touchpoint: str) -> float:
     answers = [e for e in surveys(items, "csat") if e["touchpoint"] == touchpoint]
-    return 100 * mean(e["score"] >= (6 if e.get("scale") == "1-7" else 4) for e in answers)
+    return 100 * mean(int(e["score"]) >= (6 if e.get("scale") == "1-7" else 4) for e in answers)
 
 
 def cases(items: list[Item]) -> dict[tuple[str, str], list[Item]]:
@@ -63,7 +63,8 @@ def cases(items: list[Item]) -> dict[tuple[str, str], list[Item]]:
 
 def first_contact(case: list[Item]) -> bool:
     """SPEC §2 within one short stream: at most one contact, none after the resolution."""
-    return sum(e["type"] == "support_contact" for e in case) <= 1
+    contacts: int = sum(e["type"] == "support_contact" for e in case)
+    return contacts < 2
 
 
 def fcr(items: list[Item]) -> float:
@@ -136,7 +137,8 @@ def test_a_bad_support_case_lowers_the_customers_later_scores() -> None:
         if not first_contact(case):
             start = items.index(case[0])
             bad_since[customer] = min(start, bad_since.get(customer, start))
-    after_bad, others = [], []
+    after_bad: list[int] = []
+    others: list[int] = []
     for i, e in enumerate(items):
         if e["type"] == "survey_answer" and e["survey"] == "nps":
             (after_bad if bad_since.get(e["customer_id"], len(items)) < i else others).append(e["score"])
