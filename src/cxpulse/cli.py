@@ -174,11 +174,27 @@ def _duration_s(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _rate(text: str) -> float:
+    rate = float(text)
+    if not rate > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of events per second; got {text}")
+    return rate
+
+
+def _customers(text: str) -> int:
+    size = int(text)
+    if size < 2:
+        raise argparse.ArgumentTypeError(f"must be at least 2; got {text}")
+    return size
+
+
 def _demo_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo = sub.add_parser("demo", help="stream realistic synthetic touchpoint events into a running service")
     demo.add_argument("--url", default="http://127.0.0.1:8000", help="the service (default %(default)s)")
-    demo.add_argument("--rate", type=float, default=20.0, help="events per second (default %(default)g)")
-    demo.add_argument("--customers", type=int, default=500, help="population size (default %(default)s)")
+    demo.add_argument("--rate", type=_rate, default=20.0, help="events per second (default %(default)g)")
+    demo.add_argument(
+        "--customers", type=_customers, default=500, help="population size (default %(default)s)"
+    )
     demo.add_argument(
         "--duration", type=_duration_s, help="how long, e.g. 90s or 10m (default: until Ctrl-C)"
     )
