@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DATA_DIR ?= ./data
 
-.PHONY: run install test lint typecheck check bench kafka-up kafka-down clean
+.PHONY: run demo install test lint typecheck check bench kafka-up kafka-down clean
 
 $(BIN)/cxpulse: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need Python 3.11 ($(PYTHON)) on PATH"; exit 1; }
@@ -19,6 +19,9 @@ install: $(BIN)/cxpulse
 
 run: install
 	$(BIN)/cxpulse run --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
+
+demo: install  # in another terminal while `make run` goes; e.g. make demo ARGS="--incident checkout"
+	$(BIN)/cxpulse demo --url http://$(HOST):$(PORT) $(ARGS)
 
 test: install
 	bash scripts/test.sh $(ARGS)

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 import uvicorn
 
 from cxpulse.config import Settings
+from cxpulse.demo.generator import TOUCHPOINTS
+from cxpulse.domain.windows import WindowError, parse_window
 from cxpulse.store.base import StoreError
 
 if TYPE_CHECKING:
@@ -148,6 +150,65 @@ def cmd_api(args: argparse.Namespace) -> int:
         store.close()
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from services.demo import DemoError, run_demo
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not one log line per batch
+    demo = run_demo(
+        args.url, args.rate, args.customers, args.duration, args.incident, args.key, seed=args.seed
+    )
+    try:
+        asyncio.run(demo)
+    except DemoError as exc:
+        print(f"cxpulse demo: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how an unlimited demo ends; the totals are already printed
+    return 0
+
+
+def _duration_s(text: str) -> float:
+    try:
+        return parse_window(text, name="duration") / 1000
+    except WindowError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _rate(text: str) -> float:
+    rate = float(text)
+    if not rate > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of events per second; got {text}")
+    return rate
+
+
+def _customers(text: str) -> int:
+    size = int(text)
+    if size < 2:
+        raise argparse.ArgumentTypeError(f"must be at least 2; got {text}")
+    return size
+
+
+def _demo_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    demo = sub.add_parser("demo", help="stream realistic synthetic touchpoint events into a running service")
+    demo.add_argument("--url", default="http://127.0.0.1:8000", help="the service (default %(default)s)")
+    demo.add_argument("--rate", type=_rate, default=20.0, help="events per second (default %(default)g)")
+    demo.add_argument(
+        "--customers", type=_customers, default=500, help="population size (default %(default)s)"
+    )
+    demo.add_argument(
+        "--duration", type=_duration_s, help="how long, e.g. 90s or 10m (default: until Ctrl-C)"
+    )
+    demo.add_argument(
+        "--incident",
+        metavar="TOUCHPOINT",
+        choices=TOUCHPOINTS,
+        help=f"make NPS and CSAT fall and FCR drop at one touchpoint ({', '.join(TOUCHPOINTS)})",
+    )
+    demo.add_argument("--seed", type=int, help="random seed (same seed, same story)")
+    demo.add_argument("--key", help="API key with the ingest scope, when the service requires keys")
+    demo.set_defaults(func=cmd_demo)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cxpulse", description="CX Pulse — a live pulse on customer experience"
@@ -180,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _kafka_option(api, "load the workers' output (cx.store) from this Kafka into the chDB store")
     api.set_defaults(func=cmd_api)
+    _demo_parser(sub)
     return parser
 
 

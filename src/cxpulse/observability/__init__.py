@@ -1,0 +1,1 @@
+"""Watching the service from outside: Prometheus instruments (SPEC §6)."""

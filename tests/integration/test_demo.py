@@ -1,0 +1,107 @@
+"""`cxpulse demo` against a real embedded service (a `cxpulse run` subprocess on a free port)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from services.demo import DemoError, run_demo
+from tests.kafka_support import free_port, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+CXPULSE = [sys.executable, "-m", "services.cli"]
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    data = tmp_path_factory.mktemp("demo-data")
+    log = (data / "service.log").open("w")
+    proc = subprocess.Popen(
+        [*CXPULSE, "run", "--port", str(port), "--data-dir", str(data / "store")],
+        env=ENV,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: proc.poll() is not None or _answers(url), 60, "the service to answer")
+        assert proc.poll() is None, (data / "service.log").read_text()
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def _get(url: str, path: str) -> dict[str, Any]:
+    response = httpx.get(f"{url}{path}", timeout=30)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def test_the_demo_fills_the_pulse_and_an_incident_shows_at_its_touchpoint(service: str) -> None:
+    lines: list[str] = []
+    totals = asyncio.run(
+        run_demo(
+            service, rate=400, customers=300, duration_s=4, incident="checkout", seed=11, out=lines.append
+        )
+    )
+    assert totals.sent == 1600
+    assert totals.accepted == totals.sent and totals.rejected == 0 and totals.duplicates == 0
+    assert lines[-1].startswith("demo done:") and "sent 1600" in lines[-1]
+
+    readings = _get(service, "/v1/pulse?window=1h")["readings"]
+    for metric in ("nps", "csat", "ces", "fcr"):
+        assert readings[metric]["n"] > 0, (metric, readings[metric])
+    assert readings["active_customers"]["value"] > 0
+
+    groups = _get(service, "/v1/pulse/nps/breakdown?by=touchpoint&window=1h")["groups"]
+    others = [g["value"] for tp, g in groups.items() if tp != "checkout" and g["n"] >= 5]
+    assert groups["checkout"]["n"] >= 5 and others
+    assert groups["checkout"]["value"] < min(others)
+
+
+def test_the_cli_runs_for_its_duration_and_exits_0(service: str) -> None:
+    proc = subprocess.run(
+        [*CXPULSE, "demo", "--url", service, "--rate", "50", "--duration", "2s", "--seed", "3"],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    done = proc.stdout.strip().splitlines()[-1]
+    assert done.startswith("demo done:") and "sent 100  accepted 100" in done, proc.stdout
+
+
+def test_an_unreachable_service_is_a_clear_error() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(DemoError, match="cannot reach CX Pulse"):
+        asyncio.run(run_demo(url, duration_s=1, out=lambda _: None))
+    proc = subprocess.run(
+        [*CXPULSE, "demo", "--url", url, "--duration", "1s"],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert f"cannot reach CX Pulse at {url}" in proc.stderr
