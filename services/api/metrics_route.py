@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from cxpulse.domain.metrics import METRICS, Filters
 from cxpulse.domain.windows import parse_window
 from cxpulse.observability.metrics import PulseBody, PulseSource
-from cxpulse.readings import PulseReader
+from cxpulse.reading import PulseReader
 
 
 def metrics_router(registry: CollectorRegistry) -> APIRouter:

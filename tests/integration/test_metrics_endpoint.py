@@ -9,9 +9,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cxpulse.config import Settings
 from cxpulse.observability.metrics import ServiceMetrics
-from cxpulse.readings import PulseReader
-from services.embedded import EmbeddedRuntime
+from cxpulse.reading import PulseReader
 from services.api.metrics_route import metrics_router, pulse_source
+from services.embedded import EmbeddedRuntime
 from tests.conftest import T0, event, iso, ms
 
 AT = ms(T0)
