@@ -10,9 +10,13 @@ from cxpulse.bus import EventBus
 from cxpulse.config import Settings
 from cxpulse.http.app import service_app
 from cxpulse.http.errors import ApiError
+from cxpulse.live.feed import ChangeFeed
+from cxpulse.live.hub import PulseHub
 from cxpulse.readings import PulseReader
 from cxpulse.store.base import Store, StoreError
+from services.api.dashboard import install_dashboard
 from services.api.routes import pulse_router
+from services.api.stream import pulse_view_reader, stream_router
 from services.ingest.routes import events_router
 
 
@@ -22,13 +26,18 @@ def create_app(
     bus: EventBus | None = None,
     *,
     before_read: Callable[[], None] | None = None,
+    feed: ChangeFeed | None = None,
 ) -> FastAPI:
     """The app over `store`; with a `bus` it also ingests. `before_read` makes acknowledged writes visible
-    to reads (the embedded processor writes facts behind events)."""
+    to reads (the embedded processor writes facts behind events). `feed` tells the live stream about
+    commits; without one it refreshes on its heartbeat only."""
     app = service_app(
         "CX Pulse", "A live pulse on customer experience: NPS, CSAT, CES, FCR and more, in event time."
     )
-    app.include_router(pulse_router(PulseReader(store, before_read=before_read)))
+    reader = PulseReader(store, before_read=before_read)
+    app.include_router(pulse_router(reader))
+    app.include_router(stream_router(PulseHub(pulse_view_reader(reader), feed or ChangeFeed())))
+    install_dashboard(app)
     if bus is not None:
         app.include_router(events_router(bus, settings))
 

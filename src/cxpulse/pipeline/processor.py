@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from cxpulse.bus.base import PublishResult
 from cxpulse.domain.events import STATEFUL_TYPES, Event
@@ -29,9 +29,15 @@ class Processor:
     flush did not cover."""
 
     def __init__(
-        self, repo: Repository, *, flush_interval_s: float = 0.5, flush_max_facts: int = 50_000
+        self,
+        repo: Repository,
+        *,
+        flush_interval_s: float = 0.5,
+        flush_max_facts: int = 50_000,
+        on_commit: Callable[[], None] | None = None,
     ) -> None:
         self.repo = repo
+        self.on_commit = on_commit  # told after each committed batch (the live views' change feed)
         self.states: dict[str, CustomerState] = {}
         self.flush_interval_s = flush_interval_s
         self.flush_max_facts = flush_max_facts
@@ -79,6 +85,8 @@ class Processor:
                 self._seq += 1
                 self.repo.insert_events(fresh, int(time.time() * 1000), self._seq)
                 self._fold(fresh)
+                if self.on_commit is not None:
+                    self.on_commit()
             if (
                 flush
                 or len(self._pending_facts) >= self.flush_max_facts
