@@ -64,9 +64,10 @@
   function fmtDelta(kind, d) {
     const sign = d > 0 ? "+" : d < 0 ? "−" : "±";
     const a = Math.abs(d);
+    const fine = a > 0 && a < 0.05 ? nf2 : nf1; // a real change must not read as ±0.0
     switch (kind) {
-      case "pct": return `${sign}${nf1.format(a)} pp`;
-      case "score": return `${sign}${nf1.format(a)}`;
+      case "pct": return `${sign}${fine.format(a)} pp`;
+      case "score": return `${sign}${fine.format(a)}`;
       case "ces": return `${sign}${nf2.format(a)}`;
       case "duration": return `${sign}${duration(a)}`;
       default: return `${sign}${nf0.format(a)}`;
@@ -182,8 +183,12 @@
     return n * { s: 1, m: 60, h: 3600, d: 86400 }[w.slice(-1)];
   }
 
+  // dau/wau/mau/stickiness ignore the window: their trend is daily (a 30-day count every few minutes
+  // is flat, and costly to compute).
+  const TRAILING = new Set(["dau", "wau", "mau", "stickiness"]);
+
   async function loadSeries(m) {
-    const secs = windowSeconds(state.window);
+    const secs = TRAILING.has(m.id) ? 24 * 86400 : windowSeconds(state.window);
     const step = Math.max(1, Math.round(secs / 24));
     const to = new Date();
     const from = new Date(to.getTime() - 24 * step * 1000);
@@ -219,10 +224,18 @@
     plots.set(m.id, plot);
   }
 
-  function loadAllSeries() {
-    return Promise.all(METRICS.map((m) => loadSeries(m).catch((e) => {
-      $(`.tile[data-metric="${m.id}"] .spark`).dataset.error = String(e.message);
-    })));
+  /** Two at a time: the store answers one query at a time, and a page load must not queue 14 of them
+      in front of the writes and the live readings. */
+  async function loadAllSeries() {
+    const todo = [...METRICS];
+    const worker = async () => {
+      for (let m = todo.shift(); m; m = todo.shift()) {
+        try { await loadSeries(m); } catch (e) {
+          $(`.tile[data-metric="${m.id}"] .spark`).dataset.error = String(e.message);
+        }
+      }
+    };
+    await Promise.all([worker(), worker()]);
   }
 
   // ---- journey ----------------------------------------------------------------------------------------
@@ -418,6 +431,7 @@
     if (q === current) return;
     current = q;
     history.replaceState(null, "", `?${q}`);
+    lastSide = Date.now(); // the stream's first pulse must not load the side panels a second time
     openStream();
     try {
       renderPulse(await getJson(`/v1/pulse?${query()}`));
