@@ -36,7 +36,9 @@ def create_app(
     )
     reader = PulseReader(store, before_read=before_read)
     app.include_router(pulse_router(reader))
-    app.include_router(stream_router(PulseHub(pulse_view_reader(reader), feed or ChangeFeed())))
+    hub = PulseHub(pulse_view_reader(reader), feed or ChangeFeed())
+    app.state.pulse_hub = hub  # the alert evaluator publishes transitions here
+    app.include_router(stream_router(hub))
     install_dashboard(app)
     if bus is not None:
         app.include_router(events_router(bus, settings))
