@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from cxpulse.bus.inprocess import InProcessBus
 from cxpulse.config import Settings
+from cxpulse.live.feed import ChangeFeed
 from cxpulse.pipeline.processor import Processor
 from cxpulse.store import Store, migrate, open_store
 from cxpulse.store.repository import Repository
@@ -26,19 +27,23 @@ class EmbeddedRuntime:
     store: Store
     processor: Processor
     bus: InProcessBus
+    feed: ChangeFeed
 
     @classmethod
     def open(cls, settings: Settings) -> EmbeddedRuntime:
         store = open_store(settings)
         migrate(store)
-        processor = Processor(Repository(store))
+        feed = ChangeFeed()
+        processor = Processor(Repository(store), on_commit=feed.notify)
         replayed = processor.recover()
         log.info("store ready (%d stateful events replayed since the last checkpoint)", replayed)
-        return cls(store, processor, InProcessBus(processor))
+        return cls(store, processor, InProcessBus(processor), feed)
 
     def app(self, settings: Settings) -> FastAPI:
         """The whole embedded service: ingest through the in-process bus, reads that see every 202."""
-        return create_app(self.store, settings, bus=self.bus, before_read=self.processor.flush)
+        return create_app(
+            self.store, settings, bus=self.bus, before_read=self.processor.flush, feed=self.feed
+        )
 
     def close(self) -> None:
         self.processor.flush()

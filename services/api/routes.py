@@ -7,10 +7,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from cxpulse.domain.metrics import METRICS
+from cxpulse.domain.metrics import METRICS, Filters
 from cxpulse.domain.windows import iso_ms
 from cxpulse.http import params
 from cxpulse.http.deps import MetricDep, MetricIdsDep, ReaderDep
+from cxpulse.reading import Reader
 from services.api.models import Breakdown, MetricInfo, Pulse, Series
 
 Text = Annotated[str | None, Query()]
@@ -30,9 +31,17 @@ def pulse(
     channel: Text = None,
     segment: Text = None,
 ) -> dict[str, Any]:
-    window, window_ms = _window(window)
+    window, window_ms = window_param(window)
     at_ms = params.timestamp_ms(at)
-    flt = params.filters(touchpoint, channel, segment)
+    return pulse_body(
+        reader, metric_ids, window, window_ms, at_ms, params.filters(touchpoint, channel, segment)
+    )
+
+
+def pulse_body(
+    reader: Reader, metric_ids: list[str], window: str, window_ms: int, at_ms: int, flt: Filters
+) -> dict[str, Any]:
+    """The `/v1/pulse` answer (also what the live stream sends)."""
     readings = reader.pulse(metric_ids, window_ms, at_ms, flt)
     return {"at": iso_ms(at_ms), "window": window, "filters": flt.to_dict(), "readings": readings}
 
@@ -53,7 +62,7 @@ def breakdown(
     segment: Text = None,
 ) -> dict[str, Any]:
     dim = params.dimension(by)
-    window, window_ms = _window(window)
+    window, window_ms = window_param(window)
     at_ms = params.timestamp_ms(at)
     flt = params.filters(touchpoint, channel, segment)
     groups = reader.breakdown(metric.id, dim, window_ms, at_ms, flt)
@@ -98,7 +107,7 @@ def metrics() -> list[dict[str, Any]]:
     ]
 
 
-def _window(text: str) -> tuple[str, int]:
+def window_param(text: str) -> tuple[str, int]:
     """The window as echoed back and in milliseconds; empty means the default."""
     window = text.strip() or DEFAULT_WINDOW
     return window, params.window_ms(window)

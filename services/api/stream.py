@@ -1,0 +1,64 @@
+"""`GET /v1/stream` (SPEC §6): the pulse over Server-Sent Events, fanned out by the app's `PulseHub`."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from sse_starlette import EventSourceResponse
+
+from cxpulse.domain.windows import parse_window
+from cxpulse.http import params
+from cxpulse.http.deps import MetricIdsDep
+from cxpulse.live.hub import PulseHub, View
+from cxpulse.live.hub import Reader as ViewReader
+from cxpulse.reading import Reader
+from services.api.routes import pulse_body, window_param
+
+Text = Annotated[str | None, Query()]
+
+#: A client that does not take a frame within this long is cut off (sse-starlette's send timeout).
+SEND_TIMEOUT_S = 10.0
+#: Comment pings keep idle proxies from closing the stream.
+PING_S = 15
+
+
+def pulse_view_reader(reader: Reader) -> ViewReader:
+    """`read(view)` for the hub: the `/v1/pulse` body for `view` as of now."""
+
+    def read(view: View) -> dict[str, Any]:
+        at_ms = int(time.time() * 1000)
+        return pulse_body(
+            reader, list(view.metrics), view.window, parse_window(view.window), at_ms, view.filters
+        )
+
+    return read
+
+
+def get_hub(request: Request) -> PulseHub:
+    hub: PulseHub = request.app.state.pulse_hub
+    return hub
+
+
+router = APIRouter(tags=["pulse"])
+
+
+@router.get(
+    "/v1/stream",
+    summary="The pulse as Server-Sent Events: `event: pulse` on change, `event: alert` on transitions",
+    response_class=EventSourceResponse,
+)
+async def stream(
+    hub: Annotated[PulseHub, Depends(get_hub)],
+    metric_ids: MetricIdsDep,
+    window: str = "",
+    touchpoint: Text = None,
+    channel: Text = None,
+    segment: Text = None,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> EventSourceResponse:
+    window, _ = window_param(window)
+    view = View(tuple(metric_ids), window, params.filters(touchpoint, channel, segment))
+    resume = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
+    return EventSourceResponse(hub.subscribe(view, resume), ping=PING_S, send_timeout=SEND_TIMEOUT_S)

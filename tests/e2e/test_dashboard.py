@@ -1,0 +1,438 @@
+"""The dashboard in headless Chromium (Debian's, driven by Playwright) against a real `cxpulse run`.
+
+Checks what a person would: every tile renders, a posted answer shows up within 2 s without a reload, the
+window selector and filters show what `/v1/pulse` says, the page comes back by itself after the server
+restarts, and the console stays clean. Screenshots go to tests/artifacts/.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, Route, sync_playwright
+
+from tests.conftest import event
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+METRICS = [
+    "nps",
+    "csat",
+    "ces",
+    "fcr",
+    "resolution_time",
+    "active_customers",
+    "dau",
+    "wau",
+    "mau",
+    "stickiness",
+    "churn",
+    "retention",
+    "trial_conversion",
+    "referral_rate",
+]
+MINUTE = 60_000
+HOUR = 60 * MINUTE
+DAY = 24 * HOUR
+#: Window edges (and the previous windows' edges) the page and the test might read on either side of.
+EDGES = (HOUR, 2 * HOUR, DAY, 2 * DAY, 7 * DAY, 14 * DAY, 30 * DAY)
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs chromium (scripts/system-deps.sh)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Service:
+    """`python -m services.cli run` on a fixed port and data dir, so it can be restarted in place."""
+
+    data_dir: Path
+    log: Path
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+        cmd = [sys.executable, "-m", "services.cli", "run", "--host", "127.0.0.1", "--port", str(self.port)]
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [*cmd, "--data-dir", str(self.data_dir)], env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"cxpulse exited with {self.proc.returncode}:\n{self.log.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        pytest.fail(f"cxpulse did not become ready:\n{self.log.read_text()}")
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def post(self, events: list[dict[str, Any]]) -> None:
+        for i in range(0, len(events), 5_000):
+            response = httpx.post(f"{self.url}/v1/events", json=events[i : i + 5_000], timeout=60)
+            assert response.status_code == 202, response.text
+            assert not response.json()["rejected"], response.text
+
+    def pulse(self, **params: str) -> dict[str, Any]:
+        body: dict[str, Any] = httpx.get(f"{self.url}/v1/pulse", params=params, timeout=30).json()
+        return body
+
+
+def _service(tmp: Path) -> Service:
+    return Service(tmp / "data", tmp / "service.log", _free_port())
+
+
+def _clear_of_edges(t: int, now: int) -> bool:
+    """Not within 10 minutes of a window edge as of any moment of the test run."""
+    return all(abs((now - t) - edge) > 10 * MINUTE for edge in EDGES)
+
+
+def history(now: int, seed: int = 7) -> list[dict[str, Any]]:
+    """A month of varied activity over several touchpoints, channels and segments (deterministic)."""
+    rng = random.Random(seed)
+    touchpoints = ["website", "checkout", "onboarding", "usage", "support"]
+    channels, segments = ["web", "app", "email"], ["smb", "enterprise"]
+    out: list[dict[str, Any]] = []
+
+    def at(lo_ms: int, hi_ms: int) -> int:
+        while True:
+            t = now - rng.randint(lo_ms, hi_ms)
+            if _clear_of_edges(t, now):
+                return t
+
+    def dims() -> dict[str, str]:
+        return {
+            "touchpoint": rng.choice(touchpoints),
+            "channel": rng.choice(channels),
+            "segment": rng.choice(segments),
+        }
+
+    for c in range(300):
+        cid = f"cust-{c}"
+        d = dims()
+        out.append(event(f"sub-{c}", "subscription_start", at(31 * DAY, 40 * DAY), cid, plan="pro", **d))
+        if c % 9 == 0:
+            out.append(event(f"cancel-{c}", "subscription_cancel", at(2 * MINUTE, 29 * DAY), cid, **d))
+        for k in range(4):
+            t = at(2 * MINUTE, 29 * DAY)
+            score = min(10, max(0, round(rng.gauss(7.5 if d["channel"] != "email" else 5.5, 2.2))))
+            out.append(event(f"nps-{c}-{k}", "survey_answer", t, cid, survey="nps", score=score, **d))
+            out.append(
+                event(f"csat-{c}-{k}", "survey_answer", t, cid, survey="csat", score=rng.randint(2, 5), **d)
+            )
+            out.append(
+                event(f"ces-{c}-{k}", "survey_answer", t, cid, survey="ces", score=rng.randint(1, 6), **d)
+            )
+            referral = rng.random() < 0.2
+            out.append(
+                event(
+                    f"buy-{c}-{k}",
+                    "purchase",
+                    t,
+                    cid,
+                    order_id=f"o-{c}-{k}",
+                    amount=20,
+                    referral=referral,
+                    **d,
+                )
+            )
+            out.append(event(f"login-{c}-{k}", "login", at(2 * MINUTE, 29 * DAY), cid, **d))
+        if c % 3 == 0:
+            t = at(HOUR + 20 * MINUTE, 28 * DAY)
+            case = {"case_id": f"K-{c}"}
+            out.append(event(f"contact-{c}", "support_contact", t, cid, **case, **d))
+            if c % 6 == 0:
+                out.append(event(f"contact2-{c}", "support_contact", t + 10 * MINUTE, cid, **case, **d))
+            out.append(
+                event(f"resolved-{c}", "support_resolved", t + rng.randint(5, 50) * MINUTE, cid, **case, **d)
+            )
+        if c % 4 == 0:
+            out.append(
+                event(f"trial-{c}", "trial_start", at(3 * DAY, 25 * DAY), f"t-{c}", trial_days=2, plan="pro")
+            )
+    return out
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as pw:
+        yield pw
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    assert CHROMIUM is not None
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+    yield browser
+    browser.close()
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """One seeded service for the tests that do not restart it."""
+    svc = _service(tmp_path_factory.mktemp("dashboard"))
+    svc.start()
+    svc.post(history(int(time.time() * 1000)))
+    yield svc
+    svc.stop()
+
+
+class Console:
+    """Errors the page reports: console.error, uncaught exceptions, failed loads."""
+
+    def __init__(self, page: Page) -> None:
+        self.errors: list[str] = []
+        page.on("console", self._console)
+        page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
+
+    def _console(self, msg: ConsoleMessage) -> None:
+        if msg.type == "error":
+            self.errors.append(f"console: {msg.text}")
+
+
+def open_dashboard(browser: Browser, url: str, width: int = 1280, height: int = 800) -> tuple[Page, Console]:
+    page = browser.new_page(viewport={"width": width, "height": height})
+    console = Console(page)
+    page.goto(url)
+    page.wait_for_selector("#status[data-state='live']", timeout=10_000)
+    wait_all_tiles(page)
+    return page, console
+
+
+def wait_all_tiles(page: Page) -> None:
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.tile')].every(t => t.dataset.state === 'ok' || "
+        "t.dataset.state === 'empty') && document.querySelectorAll('.tile').length === 14",
+        timeout=10_000,
+    )
+
+
+def tile_values(page: Page) -> dict[str, float | None]:
+    raw: dict[str, str] = page.eval_on_selector_all(
+        ".tile", "ts => Object.fromEntries(ts.map(t => [t.dataset.metric, t.dataset.value]))"
+    )
+    return {m: (float(v) if v else None) for m, v in raw.items()}
+
+
+def pulse_values(body: dict[str, Any]) -> dict[str, float | None]:
+    return {m: r["value"] for m, r in body["readings"].items()}
+
+
+def assert_tiles_match_pulse(page: Page, service: Service, **params: str) -> None:
+    """The tiles show exactly the readings `/v1/pulse` gives for the same parameters."""
+    expected = pulse_values(service.pulse(**params))
+    assert any(v is not None for v in expected.values()), "the seeded data should give readings"
+    page.wait_for_function(
+        "expected => [...document.querySelectorAll('.tile')].every(t => "
+        "(expected[t.dataset.metric] === null ? t.dataset.value === '' : "
+        "Math.abs(Number(t.dataset.value) - expected[t.dataset.metric]) < 1e-9))",
+        arg=expected,
+        timeout=5_000,
+    )
+    assert tile_values(page) == pytest.approx(expected)
+
+
+def test_every_tile_renders_at_desktop_and_phone_width_without_console_errors(
+    browser: Browser, service: Service
+) -> None:
+    page, console = open_dashboard(browser, service.url)
+    tiles = page.locator(".tile")
+    assert sorted(tiles.evaluate_all("ts => ts.map(t => t.dataset.metric)")) == sorted(METRICS)
+    for metric in METRICS:
+        tile = page.locator(f'.tile[data-metric="{metric}"]')
+        state = tile.get_attribute("data-state")
+        if state == "empty":
+            assert tile.locator(".empty").is_visible() and "Not enough data" in tile.inner_text()
+        else:
+            assert tile.locator(".num").inner_text() not in ("", "…", "–")
+            assert "vs previous" in tile.inner_text() or "previous" in tile.inner_text()
+    page.wait_for_function("() => document.querySelectorAll('.tile .spark canvas').length === 14")
+    nps = page.locator('.tile[data-metric="nps"]').inner_text()
+    assert "95% CI" in nps and "n" in nps and ("significant" in nps or "n.s." in nps)
+    # the endpoints that do not exist yet say so instead of failing
+    for panel in ("#journey", "#alerts", "#responses"):
+        page.wait_for_function(f"() => document.querySelector('{panel}').dataset.state", timeout=5_000)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-1280x800.png"))
+    page.screenshot(path=str(ARTIFACTS / "dashboard-1280x800-full.png"), full_page=True)
+
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.wait_for_timeout(300)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling
+    page.screenshot(path=str(ARTIFACTS / "dashboard-390x844.png"))
+    page.screenshot(path=str(ARTIFACTS / "dashboard-390x844-full.png"), full_page=True)
+    # keyboard: the controls are reachable with Tab, in order
+    page.focus("#window")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "touchpoint"
+    assert console.errors == []
+    page.close()
+
+
+def test_a_posted_answer_changes_the_nps_tile_within_two_seconds(browser: Browser, service: Service) -> None:
+    page, console = open_dashboard(browser, service.url + "/?window=1h")
+    page.evaluate("window.__sameDocument = true")
+    before = page.locator('.tile[data-metric="nps"] .n').inner_text()
+    page.wait_for_timeout(1_000)  # past the stream's once-a-second limit
+    now = int(time.time() * 1000)
+    service.post([event(f"live-{now}", "survey_answer", now - MINUTE, "cust-live", survey="nps", score=0)])
+    acknowledged = time.monotonic()  # from the 202: the answer is durable and readable
+    page.wait_for_function(
+        "before => document.querySelector('.tile[data-metric=\"nps\"] .n').textContent !== before",
+        arg=before,
+        timeout=2_000,
+    )
+    assert time.monotonic() - acknowledged < 2.0
+    assert page.evaluate("window.__sameDocument") is True  # no reload
+    expected = service.pulse(metrics="nps", window="1h")["readings"]["nps"]
+    assert tile_values(page)["nps"] == pytest.approx(expected["value"])
+    assert console.errors == []
+    page.close()
+
+
+def test_window_selector_and_filters_show_what_pulse_says(browser: Browser, service: Service) -> None:
+    page, console = open_dashboard(browser, service.url)
+    assert_tiles_match_pulse(page, service, window="24h")
+    page.select_option("#window", "7d")
+    assert_tiles_match_pulse(page, service, window="7d")
+    assert "window=7d" in page.url
+    page.fill("#channel", "email")
+    page.press("#channel", "Enter")
+    assert_tiles_match_pulse(page, service, window="7d", channel="email")
+    page.fill("#touchpoint", "checkout")
+    page.press("#touchpoint", "Enter")
+    assert_tiles_match_pulse(page, service, window="7d", channel="email", touchpoint="checkout")
+    page.select_option("#window", "30d")
+    page.fill("#touchpoint", "")
+    page.fill("#channel", "")
+    page.fill("#segment", "enterprise")
+    page.press("#segment", "Enter")
+    assert_tiles_match_pulse(page, service, window="30d", segment="enterprise")
+    assert console.errors == []
+    page.close()
+
+
+def test_the_page_reconnects_by_itself_after_a_server_restart(browser: Browser, tmp_path: Path) -> None:
+    svc = _service(tmp_path)
+    svc.start()
+    try:
+        page, console = open_dashboard(browser, svc.url + "/?window=1h")
+        assert page.locator('.tile[data-metric="nps"]').get_attribute("data-state") == "empty"
+        svc.stop()
+        page.wait_for_selector("#status[data-state='reconnecting'], #status[data-state='offline']")
+        svc.start()  # same port, same data dir
+        page.wait_for_selector("#status[data-state='live']", timeout=15_000)
+        now = int(time.time() * 1000)
+        svc.post([event("after-restart", "survey_answer", now - MINUTE, "c1", survey="nps", score=10)])
+        page.wait_for_selector('.tile[data-metric="nps"][data-state="ok"]', timeout=5_000)
+        assert page.locator('.tile[data-metric="nps"] .num').inner_text() == "100.0"
+        # the browser logs the cut stream and the refused reconnects while the server is down; nothing else
+        network = ("net::ERR_CONNECTION_REFUSED", "net::ERR_INCOMPLETE_CHUNKED_ENCODING")
+        assert [e for e in console.errors if not any(n in e for n in network)] == []
+        page.close()
+    finally:
+        svc.stop()
+
+
+def _reading(value: float | None, n: int = 40) -> dict[str, Any]:
+    return {"value": value, "n": n, "ci": None, "previous": {"value": None, "n": 0}, "delta": None}
+
+
+def test_journey_and_alert_panels_render_what_the_endpoints_answer(
+    browser: Browser, service: Service
+) -> None:
+    """`/v1/journey` and `/v1/alerts` are not served yet: answer them in the browser, shaped as SPEC §4/§7."""
+    journey = {
+        "window": "24h",
+        "touchpoints": {
+            "website": {"nps": _reading(30.0), "ces": _reading(2.5), "dau": _reading(50)},
+            "checkout": {"nps": _reading(-12.5), "ces": _reading(4.1), "dau": _reading(20)},
+            "support": {"nps": _reading(10.0), "ces": _reading(None, 0), "dau": _reading(5)},
+        },
+    }
+    firing = [
+        {
+            "rule": {"id": "r1", "name": "Checkout NPS falling", "metric": "nps", "severity": "critical"},
+            "state": "firing",
+            "since": "2026-12-01T08:00:00Z",
+            "reading": _reading(-12.5),
+        }
+    ]
+    answers = [
+        {
+            "kind": "response",
+            "payload": {
+                "survey": "nps",
+                "score": 2,
+                "customer_id": "cust-9",
+                "comment": "slow delivery",
+                "touchpoint": "checkout",
+            },
+        }
+    ]
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    console = Console(page)
+
+    def openapi(route: Route) -> None:
+        spec = route.fetch().json()
+        for path in ("/v1/journey", "/v1/alerts", "/v1/alerts/notifications"):
+            spec["paths"][path] = {"get": {}}
+        route.fulfill(json=spec)
+
+    page.route("**/openapi.json", openapi)
+    page.route("**/v1/journey?*", lambda route: route.fulfill(json=journey))
+    page.route("**/v1/alerts?*", lambda route: route.fulfill(json=firing))
+    page.route("**/v1/alerts/notifications?*", lambda route: route.fulfill(json=answers))
+    page.goto(service.url)
+    page.wait_for_selector("#journey[data-state='ok']")
+    heads = page.locator("#journey thead th").all_inner_texts()
+    assert heads == ["KPI", "website", "checkout", "support"]  # journey order as answered
+    worst = page.locator("#journey td.worst")
+    marked = worst.evaluate_all("cs => cs.map(c => [c.parentElement.dataset.metric, c.dataset.touchpoint])")
+    # NPS: lowest is worst; CES: highest is worst (lower is better); counts have no worst
+    assert sorted(marked) == [["ces", "checkout"], ["nps", "checkout"]]
+    page.wait_for_selector("#alerts[data-state='firing']")
+    assert "Checkout NPS falling" in page.inner_text("#alerts")
+    page.wait_for_selector("#responses[data-state='ok']")
+    assert "slow delivery" in page.inner_text("#responses")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-panels-full.png"), full_page=True)
+    assert console.errors == []
+    page.close()
