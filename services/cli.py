@@ -255,6 +255,9 @@ def _kafka_option(parser: argparse.ArgumentParser, text: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every request's URL at INFO: notification targets (a Slack webhook URL is a credential)
+    # must not end up in logs.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     code: int = args.func(args)
     return code

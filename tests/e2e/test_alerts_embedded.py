@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -195,6 +196,21 @@ def nps_rule(name: str, touchpoint: str, notify: list[dict[str, Any]]) -> dict[s
     }
 
 
+def watch_stream(url: str, frames: list[str]) -> None:
+    """Collect the SSE frames of `/v1/stream` (one string per frame) until the service goes away."""
+    try:
+        with httpx.stream("GET", f"{url}/v1/stream", params={"metrics": "nps"}, timeout=None) as response:
+            frame: list[str] = []
+            for line in response.iter_lines():
+                if line:
+                    frame.append(line)
+                elif frame:
+                    frames.append("\n".join(f for f in frame if not f.startswith("id:")))
+                    frame = []
+    except httpx.HTTPError:
+        pass
+
+
 def webhook_body(receiver: Receiver, path: str, index: int) -> tuple[dict[str, Any], str]:
     request = receiver.at(path)[index]
     body = Webhook(SECRET).verify(request.body, request.headers)  # raises unless signed with SECRET
@@ -212,8 +228,12 @@ def test_a_metric_rule_fires_within_seconds_and_resolves(
         rule=nps_rule("Checkout NPS falling", "checkout", [{"url": hook, "secret": SECRET}]),
     )
     rule_id = out.split()[1]
-    assert out.startswith("created rule_") and "state ok" in out
+    assert out.startswith("created rule_") and ("state ok" in out or "state no_data" in out)
     time.sleep(1.0)  # let the new rule's first evaluation (ok: no data) pass
+
+    frames: list[str] = []
+    threading.Thread(target=watch_stream, args=(service.url, frames), daemon=True).start()
+    time.sleep(1.0)
 
     sent = time.monotonic()
     service.post_events(answers("bad", [0] * 9 + [10] * 3, "checkout"))  # NPS −50, n 12
@@ -234,6 +254,9 @@ def test_a_metric_rule_fires_within_seconds_and_resolves(
     assert resolved["status"] == "resolved" and resolved_id != firing_id
     time.sleep(1.5)
     assert len(receiver.at("/nps")) == 2  # each state change notified once
+
+    alerts = [json.loads(f.split("data: ", 1)[1]) for f in frames if f.startswith("event: alert")]
+    assert [(a["rule_id"], a["to"]) for a in alerts] == [(rule_id, "firing"), (rule_id, "ok")]
 
     history = service.get("/v1/alerts/transitions", rule_id=rule_id)["transitions"]
     assert [(t["from"], t["to"], t["notify"]) for t in history] == [
