@@ -4,7 +4,9 @@ order, and a restart that neither re-notifies a firing rule nor loses a pending 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -13,11 +15,12 @@ from typing import Any
 
 import pytest
 
-from cxpulse.alerts.evaluator import Evaluator, ReadKey
+from cxpulse.alerts.evaluator import Evaluator, ReadKey, metrics_changed_by
 from cxpulse.alerts.service import directions
 from cxpulse.domain.alerts.evaluation import AlertState
 from cxpulse.domain.alerts.rules import MetricRule, parse_rule
 from cxpulse.domain.metrics import Dimension, Filters, Reading
+from cxpulse.live.feed import ChangeFeed
 from cxpulse.notify.outbox import StoreOutbox
 from cxpulse.store import migrate
 from cxpulse.store.alerts import AlertRepository
@@ -286,3 +289,56 @@ def test_states_are_written_only_when_more_than_the_evaluation_time_changed(stor
     ev.evaluate(T0 + MINUTE)
     ev.evaluate(T0 + 2 * MINUTE)
     assert versions() == before
+
+
+# ------------------------------------------------------------------------------------------- the loop
+
+ACTIVE = {"active_customers", "dau", "wau", "mau", "stickiness"}
+
+
+def test_which_metrics_an_event_type_can_change() -> None:
+    assert metrics_changed_by({"login"}) == ACTIVE
+    assert metrics_changed_by({"survey_answer"}) == ACTIVE | {"nps", "csat", "ces"}
+    assert metrics_changed_by({"support_resolved"}) == ACTIVE | {"fcr", "resolution_time"}
+    assert metrics_changed_by({"purchase"}) == ACTIVE | {"referral_rate", "trial_conversion"}
+    assert metrics_changed_by({"subscription_cancel"}) == ACTIVE | {"churn", "retention"}
+
+
+def test_the_loop_evaluates_on_new_events_only_the_rules_they_affect(store: ChdbStore) -> None:
+    """Started: every rule. New survey answers: only the NPS rule is read, within the debounce. A change
+    nobody described: every rule. A rule change (`wake`): every rule. The interval is an hour, so every
+    read here was triggered by the feed or the wake."""
+    reader = FakeReader()
+    rules = [metric_rule("nps"), metric_rule("fcr", metric="fcr")]
+    ev = evaluator(store, reader, rules)
+    feed = ChangeFeed()
+
+    async def until_reads(count: int, timeout_s: float = 5.0) -> float:
+        t0 = time.monotonic()
+        while len(reader.calls) < count:
+            assert time.monotonic() - t0 < timeout_s, reader.calls
+            await asyncio.sleep(0.01)
+        return time.monotonic() - t0
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(ev.run(stop, interval_s=3600, feed=feed, debounce_s=0.2))
+        await until_reads(1)  # one group: both metrics in one read
+        assert [ids for ids, *_ in reader.calls] == [("nps", "fcr")]
+        await asyncio.sleep(0.3)
+        ev.touch({"survey_answer"})
+        feed.notify()
+        assert await until_reads(2) < 1.0
+        assert reader.calls[1][0] == ("nps",)
+        await asyncio.sleep(0.3)
+        feed.notify()
+        await until_reads(3)
+        assert reader.calls[2][0] == ("nps", "fcr")
+        await asyncio.sleep(0.3)
+        ev.wake()
+        await until_reads(4)
+        assert reader.calls[3][0] == ("nps", "fcr")
+        stop.set()
+        await task
+
+    asyncio.run(go())

@@ -11,13 +11,17 @@ One evaluation (`Evaluator.evaluate`):
    dispatcher (`on_notify`).
 
 State is loaded from the store before the first evaluation and kept in memory after, so a restart resumes
-every pending `for` clock and never re-notifies a firing rule. `run` evaluates every `interval_s` and,
-when a `ChangeFeed` is given, within `debounce_s` of a committed batch (at most once per `debounce_s`), so
-a `for: 0s` rule fires seconds after the event that breaks it.
+every pending `for` clock and never re-notifies a firing rule. `run` evaluates every rule every
+`interval_s` and, when a `ChangeFeed` is given, within `debounce_s` of a committed batch (so a `for: 0s`
+rule fires seconds after the event that breaks it): then only the rules whose metric the batch's event
+types can change (`touch(types)`; every rule when nobody said), and never busier than half the time (the
+next event-triggered evaluation waits at least as long as the last one took), so many rules on a busy
+store cannot starve ingest and reads.
 
 Interface (the distributed runtime reuses it): `Evaluator(reader, repo, outbox, rules, …)`,
-`evaluate(now_ms=None) -> list[Transition]`, `run(stop, interval_s=…, feed=…)`, `wake()` (thread-safe:
-evaluate soon, e.g. after a rule changed), `forget(rule_id)`, `states()`, `listeners`.
+`evaluate(now_ms=None, metrics=None) -> list[Transition]`, `run(stop, interval_s=…, feed=…)`, `wake()`
+(thread-safe: evaluate soon, e.g. after a rule changed), `touch(event_types)` (thread-safe: these types
+were just stored), `forget(rule_id)`, `states()`, `listeners`.
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ from typing import Any
 from cxpulse.domain.alerts.evaluation import AlertState, RuleState, Transition, evaluate
 from cxpulse.domain.alerts.payloads import alert_payload, iso_ms
 from cxpulse.domain.alerts.rules import THRESHOLD_OPS, MetricRule, condition_to_json
-from cxpulse.domain.metrics import Filters
+from cxpulse.domain.events import EventType
+from cxpulse.domain.metrics import METRICS, Family, Filters
 from cxpulse.live.feed import ChangeFeed
 from cxpulse.notify.outbox import Notification, Outbox
 from cxpulse.reading import Reader
@@ -46,6 +51,22 @@ log = logging.getLogger("cxpulse.alerts")
 OnTransition = Callable[[dict[str, Any]], None]
 #: At most one event-triggered evaluation per this many seconds (and at most this long after an event).
 DEBOUNCE_S = 0.5
+
+
+#: Which event types can change a family's readings (every event makes a customer active).
+_FAMILY_EVENTS: dict[Family, frozenset[str]] = {
+    Family.SURVEY: frozenset({EventType.SURVEY_ANSWER}),
+    Family.REFERRAL: frozenset({EventType.PURCHASE}),
+    Family.ACTIVE: frozenset(EventType),
+    Family.CASES: frozenset({EventType.SUPPORT_CONTACT, EventType.SUPPORT_RESOLVED}),
+    Family.TRIALS: frozenset({EventType.TRIAL_START, EventType.PURCHASE, EventType.SUBSCRIPTION_START}),
+    Family.SUBSCRIPTIONS: frozenset({EventType.SUBSCRIPTION_START, EventType.SUBSCRIPTION_CANCEL}),
+}
+
+
+def metrics_changed_by(event_types: set[str]) -> set[str]:
+    """The metric ids whose readings events of these types can change."""
+    return {m.id for m in METRICS.values() if _FAMILY_EVENTS[m.family] & event_types}
 
 
 def wall_clock_ms() -> int:
@@ -116,11 +137,14 @@ class Evaluator:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._poke: asyncio.Event | None = None
+        self._touched: set[str] = set()
+        self._touch_lock = threading.Lock()
 
     # ------------------------------------------------------------------------------------- evaluation
 
-    def evaluate(self, now_ms: int | None = None) -> list[Transition]:
-        """Evaluate every metric rule as of `now_ms` (default: the clock); returns the transitions."""
+    def evaluate(self, now_ms: int | None = None, metrics: set[str] | None = None) -> list[Transition]:
+        """Evaluate every metric rule (or those on `metrics`) as of `now_ms` (default: the clock); returns
+        the transitions."""
         with self._lock:
             now = self.clock() if now_ms is None else now_ms
             states = self._load()
@@ -128,18 +152,20 @@ class Evaluator:
             fired: list[tuple[MetricRule, Transition]] = []
             groups: dict[ReadKey, list[MetricRule]] = {}
             for rule in self.rules():
+                if metrics is not None and rule.metric not in metrics:
+                    continue
                 if rule.enabled:
                     groups.setdefault(ReadKey.of(rule), []).append(rule)
                 elif states.get(rule.id, RuleState()).state is not AlertState.OK:
                     self._step(rule, states, {}, now, nxt, fired)  # disabled: back to ok (resolved)
             for key, members in groups.items():
-                metrics = list(dict.fromkeys(r.metric for r in members))
+                ids = list(dict.fromkeys(r.metric for r in members))
                 try:
                     readings = self.reader.pulse(
-                        metrics, key.window_ms, now, key.filters_model(), baseline_ms=key.baseline_ms
+                        ids, key.window_ms, now, key.filters_model(), baseline_ms=key.baseline_ms
                     )
                 except Exception:  # one failing read must not stop the other groups
-                    log.exception("alert evaluation: reading %s for %s failed", metrics, key)
+                    log.exception("alert evaluation: reading %s for %s failed", ids, key)
                     continue
                 finally:
                     self.reads += 1
@@ -216,6 +242,18 @@ class Evaluator:
 
     # ---------------------------------------------------------------------------------------- the loop
 
+    def touch(self, event_types: set[str]) -> None:
+        """Events of these types were just stored (the next event-triggered evaluation reads the rules they
+        affect). Safe from any thread; call before the change feed's `notify`."""
+        with self._touch_lock:
+            self._touched |= event_types
+
+    def _take_touched(self) -> set[str] | None:
+        """The metrics the events since the last call affect; None (all) when nobody said."""
+        with self._touch_lock:
+            types, self._touched = self._touched, set()
+        return metrics_changed_by(types) if types else None
+
     def wake(self) -> None:
         """Evaluate soon (a rule was added or changed). Safe from any thread."""
         loop, poke = self._loop, self._poke
@@ -231,26 +269,34 @@ class Evaluator:
         feed: ChangeFeed | None = None,
         debounce_s: float = DEBOUNCE_S,
     ) -> None:
-        """Evaluate now, then every `interval_s`, and within `debounce_s` of a change on `feed` or a
-        `wake()`, until `stop` is set. A failed evaluation is logged and retried at the next turn."""
+        """Evaluate every rule now and every `interval_s`; the rules new events affect within `debounce_s`
+        of a change on `feed`; every rule soon after a `wake()`; until `stop` is set. A failed evaluation
+        is logged and tried again at the next turn."""
         self._loop, self._poke = asyncio.get_running_loop(), asyncio.Event()
         poke = self._poke
         seen = feed.version if feed is not None else 0
-        last, due = float("-inf"), 0.0
+        last_end, took, due = float("-inf"), 0.0, 0.0
         while not stop.is_set():
             now = time.monotonic()
-            changed = poke.is_set() or (feed is not None and feed.version > seen)
-            if now >= due or (changed and now - last >= debounce_s):
+            poked = poke.is_set()
+            changed = poked or (feed is not None and feed.version > seen)
+            ready_at = last_end + max(debounce_s, took)  # at most half the time busy
+            if now >= due or (changed and now >= ready_at):
+                full = now >= due or poked
                 poke.clear()
                 seen = feed.version if feed is not None else 0
+                touched = self._take_touched()
+                started = time.monotonic()
                 try:
-                    await asyncio.to_thread(self.evaluate)
+                    await asyncio.to_thread(self.evaluate, None, None if full else touched)
                 except Exception:
                     log.exception("alert evaluation failed")
-                last = time.monotonic()
-                due = last + interval_s
+                last_end = time.monotonic()
+                took = last_end - started
+                if full:
+                    due = last_end + interval_s
                 continue
-            timeout = (last + debounce_s if changed else due) - now
+            timeout = (ready_at if changed else due) - now
             await _first_of(stop, poke, feed, seen, timeout, changed)
 
 
