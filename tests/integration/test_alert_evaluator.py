@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -342,3 +343,28 @@ def test_the_loop_evaluates_on_new_events_only_the_rules_they_affect(store: Chdb
         await task
 
     asyncio.run(go())
+
+
+def test_reading_states_and_deleting_a_rule_never_wait_for_an_evaluation(store: ChdbStore) -> None:
+    release = threading.Event()
+    reading_started = threading.Event()
+
+    def slow(m: str, f: Filters, b: int | None) -> Reading:
+        reading_started.set()
+        release.wait(10)
+        return reading(10.0)
+
+    rules = [metric_rule("kept", **{"for": "0s"}), metric_rule("gone", **{"for": "0s"})]
+    ev = evaluator(store, FakeReader(slow), rules)
+    worker = threading.Thread(target=ev.evaluate, args=(T0,))
+    worker.start()
+    assert reading_started.wait(10)
+    t0 = time.monotonic()
+    assert ev.states() == {}
+    ev.forget("gone")  # DELETE /v1/alert-rules/gone while the evaluation reads
+    assert time.monotonic() - t0 < 1.0
+    release.set()
+    worker.join(10)
+    assert set(ev.states()) == {"kept"}
+    assert set(AlertRepository(store).states()) == {"kept"}
+    assert [t.rule_id for t in AlertRepository(store).transitions()] == ["kept"]

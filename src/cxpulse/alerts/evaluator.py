@@ -134,7 +134,9 @@ class Evaluator:
         self.reads = 0  # reader calls made (for /metrics and the benchmark)
         self._states: dict[str, RuleState] | None = None
         self._saved: dict[str, RuleState] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one evaluation at a time
+        self._state_lock = threading.Lock()  # short: the states dicts
+        self._forgotten: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._poke: asyncio.Event | None = None
         self._touched: set[str] = set()
@@ -144,10 +146,12 @@ class Evaluator:
 
     def evaluate(self, now_ms: int | None = None, metrics: set[str] | None = None) -> list[Transition]:
         """Evaluate every metric rule (or those on `metrics`) as of `now_ms` (default: the clock); returns
-        the transitions."""
+        the transitions. Evaluations run one at a time; `states()` and `forget()` never wait for one."""
         with self._lock:
             now = self.clock() if now_ms is None else now_ms
-            states = self._load()
+            with self._state_lock:
+                states = dict(self._load())
+                self._forgotten = set()
             nxt: dict[str, RuleState] = {}
             fired: list[tuple[MetricRule, Transition]] = []
             groups: dict[ReadKey, list[MetricRule]] = {}
@@ -171,28 +175,36 @@ class Evaluator:
                     self.reads += 1
                 for rule in members:
                     self._step(rule, states, readings[rule.metric], now, nxt, fired)
-            self._write(fired, nxt, now)
-            states.update(nxt)
+            with self._state_lock:  # a rule deleted meanwhile keeps no state
+                gone = self._forgotten
+            fired = [(rule, t) for rule, t in fired if rule.id not in gone]
+            self._write(fired, {rid: st for rid, st in nxt.items() if rid not in gone}, now)
+            with self._state_lock:
+                live = self._load()
+                live.update({rid: st for rid, st in nxt.items() if rid not in self._forgotten})
         for rule, transition in fired:
             self._tell(rule, transition)
         return [t for _, t in fired]
 
     def states(self) -> dict[str, RuleState]:
         """The current state of every rule evaluated so far (loaded from the store at first use)."""
-        with self._lock:
+        with self._state_lock:
             return dict(self._load())
 
     def loaded(self) -> bool:
         return self._states is not None
 
     def forget(self, rule_id: str) -> None:
-        """Drop a deleted rule's state (the caller deletes its stored state)."""
-        with self._lock:
+        """Drop a deleted rule's state (the caller deletes its stored state); an evaluation under way
+        will not write it back."""
+        with self._state_lock:
             if self._states is not None:
                 self._states.pop(rule_id, None)
             self._saved.pop(rule_id, None)
+            self._forgotten.add(rule_id)
 
     def _load(self) -> dict[str, RuleState]:
+        """The states (loaded from the store the first time); call with `_state_lock` held."""
         if self._states is None:
             self._states = self.repo.states()
             self._saved = dict(self._states)
@@ -224,13 +236,14 @@ class Evaluator:
             self.on_notify()
         if fired:
             self.repo.add_transitions([t for _, t in fired])
+        with self._state_lock:
+            saved = dict(self._saved)
         changed = {
-            rid: s
-            for rid, s in nxt.items()
-            if rid not in self._saved or _meaningful(self._saved[rid]) != _meaningful(s)
+            rid: s for rid, s in nxt.items() if rid not in saved or _meaningful(saved[rid]) != _meaningful(s)
         }
         self.repo.put_states(changed)
-        self._saved.update(changed)
+        with self._state_lock:
+            self._saved.update({rid: st for rid, st in changed.items() if rid not in self._forgotten})
 
     def _tell(self, rule: MetricRule, transition: Transition) -> None:
         body = public_transition(rule, transition)
