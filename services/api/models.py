@@ -40,6 +40,15 @@ class Breakdown(BaseModel):
     groups: dict[str, Reading]
 
 
+class Journey(BaseModel):
+    window: str
+    at: str
+    filters: dict[str, str]
+    touchpoints: dict[str, dict[str, Reading]] = Field(
+        description="per touchpoint in journey order, every metric's reading filtered by that touchpoint"
+    )
+
+
 class Point(Reading):
     start: str
     end: str

@@ -12,7 +12,7 @@ from cxpulse.domain.windows import iso_ms
 from cxpulse.http import params
 from cxpulse.http.deps import MetricDep, MetricIdsDep, ReaderDep
 from cxpulse.reading import Reader
-from services.api.models import Breakdown, MetricInfo, Pulse, Series
+from services.api.models import Breakdown, Journey, MetricInfo, Pulse, Series
 
 Text = Annotated[str | None, Query()]
 
@@ -67,6 +67,21 @@ def breakdown(
     flt = params.filters(touchpoint, channel, segment)
     groups = reader.breakdown(metric.id, dim, window_ms, at_ms, flt)
     return {"metric": metric.id, "by": dim.value, "window": window, "at": iso_ms(at_ms), "groups": groups}
+
+
+@router.get("/v1/journey", summary="Every KPI per touchpoint, in journey order", response_model=Journey)
+def journey(
+    reader: ReaderDep,
+    window: str = DEFAULT_WINDOW,
+    at: Text = None,
+    channel: Text = None,
+    segment: Text = None,
+) -> dict[str, Any]:
+    window, window_ms = window_param(window)
+    at_ms = params.timestamp_ms(at)
+    flt = params.filters(None, channel, segment)
+    touchpoints = reader.journey(window_ms, at_ms, flt)
+    return {"window": window, "at": iso_ms(at_ms), "filters": flt.to_dict(), "touchpoints": touchpoints}
 
 
 @router.get(

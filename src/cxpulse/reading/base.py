@@ -33,6 +33,9 @@ class Reader(Protocol):
     ) -> dict[str, Reading]:
         """One reading per value of `by` seen in the window."""
 
+    def journey(self, window_ms: int, at_ms: int, filters: Filters) -> dict[str, dict[str, Reading]]:
+        """Every metric per touchpoint seen in the window, touchpoints in journey order (SPEC §7)."""
+
     def series(
         self, metric_id: str, from_ms: int, to_ms: int, step_ms: int, filters: Filters
     ) -> list[dict[str, Any]]:

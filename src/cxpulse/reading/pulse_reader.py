@@ -38,23 +38,23 @@ class PulseReader:
         """Readings of several metrics: one query per metric family."""
         metrics = [metric_by_id(m) for m in metric_ids]
         self._settle()
-        out: dict[str, Reading] = {}
-        active = [m for m in metrics if m.family == Family.ACTIVE]
-        if active:
-            needed = {m.id: stat_spans(m, *spans_for(m, at_ms, window_ms)) for m in active}
-            distinct = list(dict.fromkeys(span for spans in needed.values() for span in spans))
-            stats = active_span_stats(self.store, distinct, filters)
-            out.update(
-                {mid: reading(METRICS[mid], [stats[s] for s in spans]) for mid, spans in needed.items()}
-            )
-        families: dict[Family, list[Metric]] = {}
-        for m in metrics:
-            if m.family != Family.ACTIVE:
-                families.setdefault(m.family, []).append(m)
-        for family_metrics in families.values():
-            readings = self._readings(family_metrics, at_ms, None, 1, window_ms, filters)
-            out.update({mid: groups[NO_GROUP][0] for mid, groups in readings.items()})
-        return {m.id: out[m.id] for m in metrics}
+        grouped = self._grouped(metrics, window_ms, at_ms, filters, None)
+        return {m.id: grouped[m.id][NO_GROUP] for m in metrics}
+
+    def journey(self, window_ms: int, at_ms: int, filters: Filters) -> dict[str, dict[str, Reading]]:
+        """Every metric per touchpoint seen in the window, in journey order: one query per metric family
+        with the touchpoint as a group, each reading equal to the pulse filtered by that touchpoint."""
+        self._settle()
+        metrics = list(METRICS.values())
+        grouped = self._grouped(metrics, window_ms, at_ms, filters, Dimension.TOUCHPOINT)
+        seen = {g for m in metrics for g, r in grouped[m.id].items() if _seen(r)}
+        order = sorted(
+            seen, key=lambda g: (JOURNEY_ORDER.index(g) if g in JOURNEY_ORDER else len(JOURNEY_ORDER), g)
+        )
+        return {
+            g: {m.id: grouped[m.id].get(g) or _empty_reading(m, at_ms, window_ms) for m in metrics}
+            for g in order
+        }
 
     def breakdown(
         self, metric_id: str, by: Dimension, window_ms: int, at_ms: int, filters: Filters
@@ -62,8 +62,7 @@ class PulseReader:
         metric = metric_by_id(metric_id)
         self._settle()
         groups = self._readings([metric], at_ms, None, 1, window_ms, filters, by)[metric.id]
-        # a breakdown lists the groups seen in the current window
-        return {g: r[0] for g, r in sorted(groups.items()) if r[0]["n"] or r[0]["value"] is not None}
+        return {g: r[0] for g, r in sorted(groups.items()) if _seen(r[0])}
 
     def series(
         self, metric_id: str, from_ms: int, to_ms: int, step_ms: int, filters: Filters
@@ -85,6 +84,29 @@ class PulseReader:
             {"start": first_end + i * step_ms - step_ms, "end": first_end + i * step_ms, **r}
             for i, r in enumerate(readings)
         ]
+
+    def _grouped(
+        self, metrics: Sequence[Metric], window_ms: int, at_ms: int, filters: Filters, by: Dimension | None
+    ) -> dict[str, dict[str, Reading]]:
+        """One reading per metric and group (`NO_GROUP` when `by` is None): the active-customer metrics in
+        one pass over all their spans, every other family in one grid query."""
+        out: dict[str, dict[str, Reading]] = {m.id: {} for m in metrics}
+        active = [m for m in metrics if m.family == Family.ACTIVE]
+        if active:
+            needed = {m.id: stat_spans(m, *spans_for(m, at_ms, window_ms)) for m in active}
+            distinct = list(dict.fromkeys(span for spans in needed.values() for span in spans))
+            for group, stats in active_span_stats(self.store, distinct, filters, by).items():
+                for mid, spans in needed.items():
+                    out[mid][group] = reading(METRICS[mid], [stats[s] for s in spans])
+        families: dict[Family, list[Metric]] = {}
+        for m in metrics:
+            if m.family != Family.ACTIVE:
+                families.setdefault(m.family, []).append(m)
+        for family_metrics in families.values():
+            readings = self._readings(family_metrics, at_ms, None, 1, window_ms, filters, by)
+            for mid, groups in readings.items():
+                out[mid].update({g: r[0] for g, r in groups.items()})
+        return out
 
     def _settle(self) -> None:
         if self.before_read is not None:
@@ -128,3 +150,16 @@ class PulseReader:
 def _stat(stats: list[list[Stats]], slot: tuple[int, int], i: int) -> Stats:
     grid, offset = slot
     return stats[grid][i + offset]
+
+
+#: The journey's touchpoints in order (SPEC §7); others follow by name.
+JOURNEY_ORDER = ("website", "checkout", "onboarding", "usage", "support", "subscription", "survey")
+
+
+def _seen(r: Reading) -> bool:
+    """A group is listed when its current window has data."""
+    return bool(r["n"]) or r["value"] is not None
+
+
+def _empty_reading(metric: Metric, at_ms: int, window_ms: int) -> Reading:
+    return reading(metric, [metric.empty] * len(stat_spans(metric, *spans_for(metric, at_ms, window_ms))))

@@ -142,13 +142,14 @@ def grid_stats(
 
 
 def active_span_stats(
-    store: Store, spans: Sequence[Span], filters: Filters | None = None
-) -> dict[Span, Stats]:
-    """Distinct customers with an event in each span, in one pass.
+    store: Store, spans: Sequence[Span], filters: Filters | None = None, by: Dimension | None = None
+) -> dict[str, dict[Span, Stats]]:
+    """Distinct customers with an event in each span, per group value (`NO_GROUP` when `by` is None), in
+    one pass.
 
-    One hash table keyed by customer, holding a bit mask of the spans the customer was active in, then a
-    count per bit — about twice as fast at 10M events as one `uniqExactIf` (one hash set) per span, whose
-    sets outgrow the caches. At most 64 spans (a pulse needs 9).
+    One hash table keyed by customer (and group), holding a bit mask of the spans the customer was active
+    in, then a count per bit — about twice as fast at 10M events as one `uniqExactIf` (one hash set) per
+    span, whose sets outgrow the caches. At most 64 spans (a pulse needs 9).
     """
     if not 0 < len(spans) <= 64:
         raise ValueError(f"active_span_stats takes 1 to 64 spans, not {len(spans)}")
@@ -167,9 +168,15 @@ def active_span_stats(
     mask_type = next(f"UInt{w}" for w in (8, 16, 32, 64) if len(spans) <= w)
     mask = " + ".join(f"to{mask_type}({c}) * {1 << i}" for i, c in enumerate(inside))
     counts = [f"countIf(bitTest(m, {i}))" for i in range(len(spans))]
+    group = by.value if by else "''"
     sql = (
-        f"SELECT {', '.join(counts)} FROM (SELECT groupBitOr(to{mask_type}({mask})) AS m"
-        f" FROM {{db:Identifier}}.events WHERE {where} GROUP BY customer_key)"
+        f"SELECT g, {', '.join(counts)} FROM (SELECT {group} AS g, groupBitOr(to{mask_type}({mask})) AS m"
+        f" FROM {{db:Identifier}}.events WHERE {where} GROUP BY customer_key, g) GROUP BY g"
     )
-    (row,) = store.rows(sql, params)
-    return {span: (count,) for span, count in zip(spans, row, strict=True)}
+    out = {
+        g: {span: (count,) for span, count in zip(spans, row, strict=True)}
+        for g, *row in store.rows(sql, params)
+    }
+    if by is None and NO_GROUP not in out:
+        out[NO_GROUP] = {span: (0,) for span in spans}
+    return out
