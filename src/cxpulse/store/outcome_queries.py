@@ -3,7 +3,9 @@
 The cohort: each customer's latest answer of the survey (ties by occurred_ms, then event_id) among the
 answers matching the filters in `[at − horizon − window, at − horizon)`. Their outcomes come from the
 events table in the same pass: purchases and cancellations by the customer, and purchases naming the
-customer as `referrer_id`, each counted when it falls in `(answer, answer + horizon]`.
+customer as `referrer_id`, each counted when it falls in `(answer, answer + horizon]`. Customers are
+joined on the 64-bit `customer_key` (`cityHash64(customer_id)`, the key the active-customer counts use):
+several times cheaper than joining strings.
 """
 
 from __future__ import annotations
@@ -27,29 +29,29 @@ def outcome_counts(
         "horizon": horizon_ms,
     }
     cohort = (
-        f"SELECT customer_id, {survey.group_sql} AS grp, answered_ms FROM ("
-        " SELECT customer_id, max(occurred_ms) AS answered_ms,"
+        f"SELECT customer_key, {survey.group_sql} AS grp, answered_ms FROM ("
+        " SELECT customer_key, max(occurred_ms) AS answered_ms,"
         " argMax(score, (occurred_ms, event_id)) AS score, argMax(scale, (occurred_ms, event_id)) AS scale"
         " FROM {db:Identifier}.events"
         " WHERE type = 'survey_answer' AND survey = {survey:String}"
         " AND occurred_ms >= {lo:Int64} AND occurred_ms < {hi:Int64}"
-        f"{filter_sql(filters, params)} GROUP BY customer_id)"
+        f"{filter_sql(filters, params)} GROUP BY customer_key)"
     )
     # outcomes can only fall in (lo, hi + horizon]: read that range once, as (customer, kind, time)
     acts = (
-        "SELECT if(type = 'purchase', 1, 2) AS kind, customer_id AS cid, occurred_ms"
+        "SELECT if(type = 'purchase', 1, 2) AS kind, customer_key AS cid, occurred_ms"
         " FROM {db:Identifier}.events WHERE type IN ('purchase', 'subscription_cancel')"
         " AND occurred_ms > {lo:Int64} AND occurred_ms <= {hi:Int64} + {horizon:Int64}"
-        " UNION ALL SELECT 3 AS kind, referrer_id AS cid, occurred_ms FROM {db:Identifier}.events"
+        " UNION ALL SELECT 3 AS kind, cityHash64(referrer_id) AS cid, occurred_ms FROM {db:Identifier}.events"
         " WHERE type = 'purchase' AND referrer_id != ''"
         " AND occurred_ms > {lo:Int64} AND occurred_ms <= {hi:Int64} + {horizon:Int64}"
     )
     inside = "a.occurred_ms > c.answered_ms AND a.occurred_ms <= c.answered_ms + {horizon:Int64}"
     sql = (
         "SELECT grp, count(), countIf(bitTest(m, 1)), countIf(bitTest(m, 2)), countIf(bitTest(m, 3)) FROM ("
-        f" SELECT c.customer_id, any(c.grp) AS grp, groupBitOr(if({inside}, bitShiftLeft(1, a.kind), 0)) AS m"
-        f" FROM ({cohort}) AS c LEFT JOIN ({acts}) AS a ON a.cid = c.customer_id"
-        " GROUP BY c.customer_id) GROUP BY grp"
+        f" SELECT c.customer_key, any(c.grp) AS grp, groupBitOr(if({inside}, bitShiftLeft(1, a.kind), 0)) m"
+        f" FROM ({cohort}) AS c LEFT JOIN ({acts}) AS a ON a.cid = c.customer_key"
+        " GROUP BY c.customer_key) GROUP BY grp"
     )
     return {
         str(grp): (int(n), int(rep), int(churn), int(ref))
