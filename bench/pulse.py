@@ -228,11 +228,10 @@ def _worker_main(argv: list[str]) -> int:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--reps", type=int, default=10)
     a = ap.parse_args(argv)
-    workers = {
+    result = {
         "_bulkload": lambda: worker_bulkload(a.data_dir, a.stored, a.seed),
         "_sqlprofile": lambda: worker_sqlprofile(a.data_dir, a.reps),
-    }
-    result = workers[a.worker]()
+    }[a.worker]()
     print(json.dumps(result))
     return 0
 

@@ -69,6 +69,14 @@ class FakeReader:
     ) -> list[dict[str, Any]]:
         raise AssertionError("not used")
 
+    def journey(self, window_ms: int, at_ms: int, filters: Filters) -> dict[str, dict[str, Reading]]:
+        raise AssertionError("not used")
+
+    def outcomes(
+        self, survey: str, window_ms: int, horizon_ms: int, at_ms: int, filters: Filters
+    ) -> dict[str, Any]:
+        raise AssertionError("not used")
+
 
 @pytest.fixture
 def db(chdb_dir: Path) -> Iterator[tuple[Path, str]]:
