@@ -2,7 +2,8 @@
 
 `run` is the embedded mode (one process; `--kafka` puts Kafka between ingest and processing). The
 distributed shape is `ingest` (HTTP → Kafka), `aggregator` × N (Faust workers) and `api` (reads; with Kafka
-and no ClickHouse server it also loads the workers' output into its chDB store).
+and no ClickHouse server it also loads the workers' output into its chDB store). `demo` and `rules`
+(`services/rules_cli.py`) are clients of a running service.
 """
 
 from __future__ import annotations
