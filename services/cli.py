@@ -57,13 +57,13 @@ def _run_with_kafka(runtime: EmbeddedRuntime, settings: Settings) -> int:
     """`run --kafka`: ingest publishes to Kafka; an in-process consumer feeds the embedded processor."""
     from cxpulse.bus.kafka import KafkaBus, ensure_topics
     from services.aggregator.kafka_embedded import KafkaFeeder
-    from services.api.app import create_app
     from services.serving import serve
 
     assert settings.kafka_bootstrap
     bootstrap = settings.kafka_bootstrap
     bus = KafkaBus(settings)
-    app = create_app(runtime.store, settings, bus=bus, before_read=runtime.processor.flush)
+    app = runtime.app(settings, bus=bus)  # the processor's commits drive the stream and the gauges
+    feeder = KafkaFeeder(settings, runtime.processor, on_dead=runtime.metrics.events_dlq.inc)
 
     async def topics() -> None:
         await ensure_topics(bootstrap, [settings.topic, settings.dlq_topic], settings.kafka_partitions)
@@ -79,7 +79,7 @@ def _run_with_kafka(runtime: EmbeddedRuntime, settings: Settings) -> int:
                 app,
                 settings.host,
                 settings.port,
-                loops=[KafkaFeeder(settings, runtime.processor).run],
+                loops=[feeder.run],
                 startup=[topics, bus.start],
                 shutdown=[bus.stop],
             )
@@ -119,7 +119,10 @@ def cmd_aggregator(args: argparse.Namespace) -> int:
 
 def cmd_api(args: argparse.Namespace) -> int:
     from cxpulse.bus.kafka import ensure_topics
+    from cxpulse.live.feed import ChangeFeed
+    from cxpulse.observability.metrics import ServiceMetrics, parse_metrics_windows
     from cxpulse.store import migrate, open_store
+    from cxpulse.store.instrumented import InstrumentedStore
     from services.aggregator.loader import Loader
     from services.api.app import create_app
     from services.serving import Loop, serve
@@ -133,9 +136,12 @@ def cmd_api(args: argparse.Namespace) -> int:
         return 2
     loops: list[Loop] = []
     startup = []
+    feed = ChangeFeed()
+    metrics = ServiceMetrics(parse_metrics_windows(settings.metrics_windows))
     bootstrap = settings.kafka_bootstrap
     if bootstrap and not settings.clickhouse_url:
-        loops.append(Loader(settings, store).run)
+        writes = InstrumentedStore(store, on_insert=metrics.observe_insert)
+        loops.append(Loader(settings, writes, on_commit=feed.notify).run)
 
         async def topics() -> None:
             await ensure_topics(bootstrap, [settings.store_topic], settings.kafka_partitions)
@@ -145,7 +151,8 @@ def cmd_api(args: argparse.Namespace) -> int:
     loading = f", loading {settings.store_topic} from {bootstrap}" if loops else ""
     print(f"CX Pulse API on http://{settings.host}:{settings.port}  store: {where}{loading}", flush=True)
     try:
-        return asyncio.run(serve(create_app(store, settings), settings.host, settings.port, loops, startup))
+        app = create_app(store, settings, feed=feed, metrics=metrics)
+        return asyncio.run(serve(app, settings.host, settings.port, loops, startup))
     finally:
         store.close()
 
@@ -230,6 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     aggregator = sub.add_parser("aggregator", help="distributed: a Faust worker (run several)")
     _kafka_option(aggregator, "Kafka bootstrap servers (env CXPULSE_KAFKA_BOOTSTRAP)")
+    aggregator.add_argument(
+        "--metrics-port",
+        dest="metrics_port",
+        type=int,
+        help="serve Prometheus /metrics (DLQ, store inserts, lag) on this port (env CXPULSE_METRICS_PORT)",
+    )
     aggregator.set_defaults(func=cmd_aggregator)
 
     api = sub.add_parser(

@@ -1,7 +1,9 @@
 """The embedded service: store + processor + in-process bus + the API, in one process.
 
 The store is chDB under the data dir, or a ClickHouse server when `CXPULSE_CLICKHOUSE_URL` is set; it is
-recovered from disk at start (keyed state loaded, batches after the last checkpoint replayed).
+recovered from disk at start (keyed state loaded, batches after the last checkpoint replayed). The
+processor tells the change feed about every commit (the live stream and the KPI gauges follow it) and its
+inserts are timed for `/metrics`.
 """
 
 from __future__ import annotations
@@ -11,11 +13,14 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 
+from cxpulse.bus import EventBus
 from cxpulse.bus.inprocess import InProcessBus
 from cxpulse.config import Settings
 from cxpulse.live.feed import ChangeFeed
+from cxpulse.observability.metrics import ServiceMetrics, parse_metrics_windows
 from cxpulse.pipeline.processor import Processor
 from cxpulse.store import Store, migrate, open_store
+from cxpulse.store.instrumented import InstrumentedStore
 from cxpulse.store.repository import Repository
 from services.api.app import create_app
 
@@ -28,21 +33,30 @@ class EmbeddedRuntime:
     processor: Processor
     bus: InProcessBus
     feed: ChangeFeed
+    metrics: ServiceMetrics
 
     @classmethod
     def open(cls, settings: Settings) -> EmbeddedRuntime:
         store = open_store(settings)
         migrate(store)
         feed = ChangeFeed()
-        processor = Processor(Repository(store), on_commit=feed.notify)
+        metrics = ServiceMetrics(parse_metrics_windows(settings.metrics_windows))
+        writes = InstrumentedStore(store, on_insert=metrics.observe_insert)
+        processor = Processor(Repository(writes), on_commit=feed.notify)
         replayed = processor.recover()
         log.info("store ready (%d stateful events replayed since the last checkpoint)", replayed)
-        return cls(store, processor, InProcessBus(processor), feed)
+        return cls(store, processor, InProcessBus(processor), feed, metrics)
 
-    def app(self, settings: Settings) -> FastAPI:
-        """The whole embedded service: ingest through the in-process bus, reads that see every 202."""
+    def app(self, settings: Settings, bus: EventBus | None = None) -> FastAPI:
+        """The whole embedded service: ingest through the in-process bus (or `bus`: Kafka for
+        `run --kafka`, whose consumer feeds this processor), reads that see every 202."""
         return create_app(
-            self.store, settings, bus=self.bus, before_read=self.processor.flush, feed=self.feed
+            self.store,
+            settings,
+            bus=bus or self.bus,
+            before_read=self.processor.flush,
+            feed=self.feed,
+            metrics=self.metrics,
         )
 
     def close(self) -> None:

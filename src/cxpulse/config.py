@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cxpulse.domain.windows import WindowError, parse_window
 
 
 class Settings(BaseSettings):
@@ -53,3 +55,25 @@ class Settings(BaseSettings):
         ge=6,
         description="Consumer-group session timeout: how soon a crashed worker's partitions move to another.",
     )
+    metrics_windows: str = Field(
+        "1h,24h",
+        description="Windows of the KPI gauges on /metrics (comma-separated; empty = no KPI gauges).",
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="`cxpulse aggregator` (no HTTP API): serve /metrics on this port; unset = off.",
+    )
+
+    @field_validator("metrics_windows")
+    @classmethod
+    def _windows(cls, text: str) -> str:
+        """Fail at start on a bad window, not at the first gauge refresh."""
+        for window in (w.strip() for w in text.split(",")):
+            if window:
+                try:
+                    parse_window(window, name="CXPULSE_METRICS_WINDOWS")
+                except WindowError as exc:
+                    raise ValueError(str(exc)) from None
+        return text

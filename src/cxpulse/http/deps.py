@@ -16,6 +16,7 @@ from cxpulse.config import Settings
 from cxpulse.domain.metrics import METRICS, Metric, UnknownMetric, metric_by_id
 from cxpulse.http.errors import ApiError
 from cxpulse.http.params import bad_parameter
+from cxpulse.observability.metrics import ServiceMetrics
 from cxpulse.reading import Reader
 
 
@@ -34,6 +35,12 @@ def get_bus(request: Request) -> EventBus:
     if bus is None:  # only apps built with a bus route to ingest
         raise ApiError(404, "not_found", "this service does not ingest events")
     return bus
+
+
+def get_metrics(request: Request) -> ServiceMetrics:
+    """The app's Prometheus instruments (one `ServiceMetrics` per app)."""
+    metrics: ServiceMetrics = request.app.state.metrics
+    return metrics
 
 
 def path_metric(metric: str) -> Metric:
@@ -65,3 +72,4 @@ ReaderDep = Annotated[Reader, Depends(get_reader)]
 BusDep = Annotated[EventBus, Depends(get_bus)]
 MetricDep = Annotated[Metric, Depends(path_metric)]
 MetricIdsDep = Annotated[list[str], Depends(metrics_param)]
+MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
