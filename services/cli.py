@@ -12,6 +12,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from functools import partial
 from typing import TYPE_CHECKING
 
 import uvicorn
@@ -120,8 +121,10 @@ def cmd_aggregator(args: argparse.Namespace) -> int:
 def cmd_api(args: argparse.Namespace) -> int:
     from cxpulse.bus.kafka import ensure_topics
     from cxpulse.live.feed import ChangeFeed
+    from cxpulse.live.poll import poll_changes
     from cxpulse.observability.metrics import ServiceMetrics, parse_metrics_windows
     from cxpulse.store import migrate, open_store
+    from cxpulse.store.changes import write_marker
     from cxpulse.store.instrumented import InstrumentedStore
     from services.aggregator.loader import Loader
     from services.api.app import create_app
@@ -147,6 +150,8 @@ def cmd_api(args: argparse.Namespace) -> int:
             await ensure_topics(bootstrap, [settings.store_topic], settings.kafka_partitions)
 
         startup.append(topics)
+    elif settings.clickhouse_url:  # the workers write straight to the server: watch it for their writes
+        loops.append(partial(poll_changes, partial(write_marker, store), feed))
     where = settings.clickhouse_url or f"chDB {settings.data_dir}"
     loading = f", loading {settings.store_topic} from {bootstrap}" if loops else ""
     print(f"CX Pulse API on http://{settings.host}:{settings.port}  store: {where}{loading}", flush=True)
