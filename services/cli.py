@@ -150,10 +150,13 @@ def cmd_api(args: argparse.Namespace) -> int:
             await ensure_topics(bootstrap, [settings.store_topic], settings.kafka_partitions)
 
         startup.append(topics)
+        loading = f", loading {settings.store_topic} from {bootstrap}"
     elif settings.clickhouse_url:  # the workers write straight to the server: watch it for their writes
         loops.append(partial(poll_changes, partial(write_marker, store), feed))
+        loading = ", watching it for writes"
+    else:
+        loading = ""
     where = settings.clickhouse_url or f"chDB {settings.data_dir}"
-    loading = f", loading {settings.store_topic} from {bootstrap}" if loops else ""
     print(f"CX Pulse API on http://{settings.host}:{settings.port}  store: {where}{loading}", flush=True)
     try:
         app = create_app(store, settings, feed=feed, metrics=metrics)
