@@ -67,3 +67,28 @@ class MetricInfo(BaseModel):
     direction: str = Field(description="`higher` or `lower` is better")
     description: str
     extras: list[str]
+
+
+class Share(BaseModel):
+    value: Number | None = Field(description="% of the group's customers; null for an empty group")
+    n: int
+    ci: list[Number] | None = Field(description="Wilson 95% interval")
+
+
+class OutcomeGroup(BaseModel):
+    customers: int
+    repurchase: Share
+    churned: Share
+    referred: Share
+
+
+class Outcomes(BaseModel):
+    survey: str
+    window: str
+    horizon: str
+    at: str
+    filters: dict[str, str]
+    groups: dict[str, OutcomeGroup]
+    significant: dict[str, bool | None] = Field(
+        description="best group vs worst (promoter vs detractor …), pooled two-proportion z-test at 5%"
+    )

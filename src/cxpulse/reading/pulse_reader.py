@@ -19,10 +19,12 @@ from cxpulse.domain.metrics import (
     spans_for,
     stat_spans,
 )
+from cxpulse.domain.outcomes import outcome_groups, survey_groups
 from cxpulse.reading.base import MAX_SERIES_POINTS, QueryError
 from cxpulse.reading.plan import plan_grids
 from cxpulse.store.base import Store
 from cxpulse.store.kpi_queries import NO_GROUP, active_span_stats, grid_stats
+from cxpulse.store.outcome_queries import outcome_counts
 
 
 class PulseReader:
@@ -63,6 +65,15 @@ class PulseReader:
         self._settle()
         groups = self._readings([metric], at_ms, None, 1, window_ms, filters, by)[metric.id]
         return {g: r[0] for g, r in sorted(groups.items()) if _seen(r[0])}
+
+    def outcomes(
+        self, survey: str, window_ms: int, horizon_ms: int, at_ms: int, filters: Filters
+    ) -> dict[str, Any]:
+        groups = survey_groups(survey)
+        self._settle()
+        return outcome_groups(
+            groups, outcome_counts(self.store, groups, window_ms, horizon_ms, at_ms, filters)
+        )
 
     def series(
         self, metric_id: str, from_ms: int, to_ms: int, step_ms: int, filters: Filters

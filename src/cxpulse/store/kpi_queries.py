@@ -38,7 +38,7 @@ _SOURCES: dict[Family, tuple[str, str, str]] = {
 }
 
 
-def _filter_sql(filters: Filters, params: dict[str, Any]) -> str:
+def filter_sql(filters: Filters, params: dict[str, Any]) -> str:
     clauses = []
     for name, value in filters.items():
         params[f"f_{name}"] = value
@@ -66,7 +66,7 @@ def _grid_query(
     return (
         f"SELECT {index}, {group} AS g, {', '.join(selects)} FROM {{db:Identifier}}.{source}{array_join} "
         f"WHERE {where} AND {time_col} >= {{lo:Int64}} AND {time_col} < {{hi:Int64}}"
-        f"{_filter_sql(filters, params)} GROUP BY idx, g"
+        f"{filter_sql(filters, params)} GROUP BY idx, g"
     )
 
 
@@ -85,7 +85,7 @@ def _subscriptions_query(
     end = f"least(ifNull(next_start_ms, {_FAR}), ifNull(cancel_ms, {_FAR}))"
     at_start = f"started_ms < {_START} AND {_START} <= {end}"
     at_end = f"started_ms < {_END} AND {_END} <= {end}"
-    dims = "1" + _filter_sql(filters, params)
+    dims = "1" + filter_sql(filters, params)
     first = "greatest(0, intDiv(started_ms - {origin:Int64}, {step:Int64}))"
     reach = f"least({end}, {{hi:Int64}}) - {{origin:Int64}} + {{length:Int64}}"
     last = f"least({{count:Int64}} - 1, intDiv({reach}, {{step:Int64}}) - 1)"
@@ -162,7 +162,7 @@ def active_span_stats(
     for i, span in enumerate(spans):
         params[f"s{i}"], params[f"e{i}"] = span.start_ms, span.end_ms
         inside.append(f"occurred_ms >= {{s{i}:Int64}} AND occurred_ms < {{e{i}:Int64}}")
-    where = "occurred_ms >= {lo:Int64} AND occurred_ms < {hi:Int64}" + _filter_sql(
+    where = "occurred_ms >= {lo:Int64} AND occurred_ms < {hi:Int64}" + filter_sql(
         filters or Filters(), params
     )
     mask_type = next(f"UInt{w}" for w in (8, 16, 32, 64) if len(spans) <= w)
