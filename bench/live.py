@@ -317,30 +317,40 @@ async def under_stream(url: str, clients: int, views: int, rate: int, seconds: f
         probe_n = 0
 
         async def stream(until: float, probe: Watcher | None) -> tuple[list[float], int]:
-            """Post `rate` events/s in batches of 100; every 2 s one probe answer, timed to its push.
-            Returns the probes' lags and the events sent (a loaded machine may fall behind the rate)."""
-            nonlocal seq, probe_n
-            lags: list[float] = []
+            """Post `rate` events/s in batches of 100 from 4 connections; meanwhile every 2 s one probe
+            answer, timed to its push. Returns the probes' lags and the events sent (a loaded machine may
+            fall behind the rate: the figure says so)."""
+            nonlocal seq
             started_at = time.monotonic()
             sent = 0
-            next_probe = started_at + 1.0
-            while (now := time.monotonic()) < until:
-                due = int((now - started_at) * rate)
-                while sent + batch <= due:
+
+            async def poster() -> None:
+                nonlocal seq, sent
+                while (now := time.monotonic()) < until:
+                    if sent + batch > int((now - started_at) * rate):
+                        await asyncio.sleep(0.01)
+                        continue
+                    sent += batch  # reserved before the await: the other posters see it
                     seq += 1
-                    r = await http.post("/v1/events", content=stream_batch(rng, batch, seq), headers=NDJSON)
-                    r.raise_for_status()
-                    sent += batch
-                if probe is not None and now >= next_probe:
-                    next_probe = now + 2.0
+                    body = stream_batch(rng, batch, seq)
+                    (await http.post("/v1/events", content=body, headers=NDJSON)).raise_for_status()
+
+            async def prober() -> list[float]:
+                nonlocal probe_n
+                lags: list[float] = []
+                while probe is not None and time.monotonic() + 2.0 < until:
+                    await asyncio.sleep(2.0 - (time.monotonic() - started_at) % 2.0)
                     probe_n += 1
                     t0 = time.perf_counter()
                     (
                         await http.post("/v1/events", json=[answer("probe", f"probe-{probe_n}")])
                     ).raise_for_status()
                     lags.append(await _timed(probe, probe_n, t0))
-                await asyncio.sleep(0.02)
-            return lags, sent
+                return lags
+
+            probing = asyncio.create_task(prober())
+            await asyncio.gather(*(poster() for _ in range(4)))
+            return await probing, sent
 
         for name, count in (("0 clients", 0), (f"{views} clients", views), (f"{clients} clients", clients)):
             watchers = [Watcher(chosen[i % views]) for i in range(count)]
@@ -348,10 +358,11 @@ async def under_stream(url: str, clients: int, views: int, rate: int, seconds: f
             async with watching(http, [*watchers, probe]):
                 await stream(time.monotonic() + 3, None)  # warm up: every view reading, the store busy
                 before, t0 = await store_reads(http), time.monotonic()
+                frames_before = sum(w.frames for w in watchers)
                 lags, sent = await stream(t0 + seconds, probe)
                 elapsed = time.monotonic() - t0
                 queries = await store_reads(http) - before
-            frames = sum(w.frames for w in watchers)
+                frames = sum(w.frames for w in watchers) - frames_before
             phases[name] = {
                 "clients": count,
                 "store_queries_per_s": round(queries / elapsed, 1),
