@@ -82,7 +82,12 @@ def test_hand_made_cohort(chdb_dir: Path) -> None:
     with service(chdb_dir) as client:
         assert client.post("/v1/events", json=HAND_MADE).json()["accepted"] == len(HAND_MADE)
         body = get(client)
-        assert (body["survey"], body["window"], body["horizon"], body["at"]) == ("nps", "10d", "5d", "2026-11-01T00:00:00.000Z")
+        assert (body["survey"], body["window"], body["horizon"], body["at"]) == (
+            "nps",
+            "10d",
+            "5d",
+            "2026-11-01T00:00:00.000Z",
+        )
         assert list(body["groups"]) == ["promoter", "passive", "detractor"]
         promoter, passive, detractor = (body["groups"][g] for g in ("promoter", "passive", "detractor"))
         assert promoter == {
