@@ -170,7 +170,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not one log line per batch
     demo = run_demo(
-        args.url, args.rate, args.customers, args.duration, args.incident, args.key, seed=args.seed
+        args.url,
+        args.rate,
+        args.customers,
+        args.duration,
+        args.incident,
+        args.key,
+        seed=args.seed,
+        history_s=args.history,
     )
     try:
         asyncio.run(demo)
@@ -218,6 +225,12 @@ def _demo_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         metavar="TOUCHPOINT",
         choices=TOUCHPOINTS,
         help=f"make NPS and CSAT fall and FCR drop at one touchpoint ({', '.join(TOUCHPOINTS)})",
+    )
+    demo.add_argument(
+        "--history",
+        type=_duration_s,
+        default=0.0,
+        help="first backfill this much healthy history, e.g. 30d (so every window and cohort has data)",
     )
     demo.add_argument("--seed", type=int, help="random seed (same seed, same story)")
     demo.add_argument("--key", help="API key with the ingest scope, when the service requires keys")
