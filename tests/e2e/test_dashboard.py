@@ -455,6 +455,38 @@ def test_the_journey_row_shows_v1_journey_with_the_worst_cells_marked(
     page.close()
 
 
+def outcome_cells(page: Page) -> dict[tuple[str, str], float | None]:
+    cells = page.eval_on_selector_all(
+        "#outcomes td[data-outcome]",
+        "cs => cs.map(c => [c.parentElement.dataset.group, c.dataset.outcome, c.dataset.value])",
+    )
+    return {(group, outcome): float(value) if value else None for group, outcome, value in cells}
+
+
+def test_the_outcomes_panel_shows_v1_outcomes_per_group_and_survey(
+    browser: Browser, service: Service
+) -> None:
+    page, console = open_dashboard(browser, service.url + "/?window=30d")
+    page.wait_for_selector("#outcomes table.outcomes")
+    for survey, groups in (
+        ("nps", ["promoter", "passive", "detractor"]),
+        ("ces", ["easy", "neutral", "hard"]),
+    ):
+        if survey != "nps":
+            page.select_option("#oc-survey", survey)
+            page.wait_for_selector(f"#outcomes tr[data-group='{groups[0]}']")
+        params = {"survey": survey, "window": "30d", "horizon": "7d"}
+        body = httpx.get(f"{service.url}/v1/outcomes", params=params, timeout=30).json()
+        assert page.locator("#outcomes tbody tr").evaluate_all("rs => rs.map(r => r.dataset.group)") == groups
+        assert sum(g["customers"] for g in body["groups"].values()) > 0, body  # the seeded month has a cohort
+        shown = outcome_cells(page)
+        assert set(shown) == {(g, o) for g in groups for o in ("repurchase", "churned", "referred")}
+        for (group, outcome), value in shown.items():
+            assert value == pytest.approx(body["groups"][group][outcome]["value"]), (survey, group, outcome)
+    assert console.errors == []
+    page.close()
+
+
 def test_alert_panels_render_what_the_alert_endpoints_answer(browser: Browser, service: Service) -> None:
     """`/v1/alerts` lands on another branch: answer it in the browser, shaped as SPEC §4."""
     firing = [

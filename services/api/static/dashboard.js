@@ -310,6 +310,67 @@
     fillList("touchpoint-values", [...JOURNEY, ...tps]);
   }
 
+  // ---- outcomes ---------------------------------------------------------------------------------------
+  const OUTCOMES = [["repurchase", "bought again"], ["churned", "cancelled"], ["referred", "referred someone"]];
+
+  function outcomeBar(share) {
+    const bar = el("div", { class: "obar", role: "img" });
+    if (share.value === null || share.value === undefined) {
+      bar.setAttribute("aria-label", "no customers");
+      bar.append(el("span", { class: "olabel muted", text: "–" }));
+      return bar;
+    }
+    const [lo, hi] = share.ci || [share.value, share.value];
+    bar.setAttribute("aria-label", `${share.value.toFixed(1)}%, 95% CI ${lo.toFixed(1)}–${hi.toFixed(1)}%`);
+    const track = el("span", { class: "otrack" });
+    track.append(el("span", { class: "ofill", style: `width:${share.value}%` }));
+    track.append(el("span", { class: "oci", style: `left:${lo}%;width:${Math.max(hi - lo, 0.5)}%` }));
+    bar.append(track, el("span", { class: "olabel", text: `${share.value.toFixed(1)}%` }));
+    return bar;
+  }
+
+  async function loadOutcomes() {
+    const box = $("#outcomes");
+    if (!has("/v1/outcomes")) return unavailable(box, "The outcomes view is");
+    const p = new URLSearchParams(query({}, false));
+    p.set("survey", $("#oc-survey").value);
+    p.set("window", $("#oc-window").value);
+    p.set("horizon", $("#oc-horizon").value);
+    let body;
+    try {
+      body = await getJson(`/v1/outcomes?${p}`);
+    } catch (e) {
+      if (e.status === 404) return unavailable(box, "The outcomes view is");
+      box.replaceChildren(el("p", { class: "error", text: `Outcomes: ${e.message}` }));
+      return;
+    }
+    const table = el("table", { class: "outcomes" });
+    table.append(el("caption", { class: "sr-only", text: "Outcomes per answer group" }));
+    const head = el("tr", {}, el("th", { scope: "col", text: "group" }), el("th", { scope: "col", "data-col": "customers", text: "customers" }));
+    for (const [id, label] of OUTCOMES) {
+      const sig = body.significant[id];
+      const mark = sig === null ? "" : sig ? " ★ significant" : " · n.s.";
+      head.append(el("th", { scope: "col", "data-outcome": id, text: `${label}${mark}` }));
+    }
+    table.append(el("thead", {}, head));
+    const tbody = el("tbody");
+    for (const [group, g] of Object.entries(body.groups)) {
+      const row = el("tr", { "data-group": group }, el("th", { scope: "row", text: group }),
+                     el("td", { class: "num", text: String(g.customers) }));
+      for (const [id] of OUTCOMES) {
+        const cell = el("td", { "data-outcome": id, "data-value": g[id].value === null ? "" : String(g[id].value) });
+        cell.append(outcomeBar(g[id]));
+        row.append(cell);
+      }
+      tbody.append(row);
+    }
+    table.append(tbody);
+    const total = Object.values(body.groups).reduce((n, g) => n + g.customers, 0);
+    box.replaceChildren(table);
+    if (!total) box.append(el("p", { class: "muted", text: "No answers in this cohort yet: every customer's horizon must have passed." }));
+    box.dataset.state = total ? "ok" : "empty";
+  }
+
   // ---- alerts -----------------------------------------------------------------------------------------
   const listOf = (body, key) => (Array.isArray(body) ? body : (body && (body[key] || body.items)) || []);
 
@@ -405,6 +466,7 @@
     if (!force && now - lastSide < SIDE_REFRESH_MS) return;
     lastSide = now;
     loadJourney();
+    loadOutcomes();
     loadAlerts();
     loadResponses();
     loadAllSeries();
@@ -482,6 +544,7 @@
     $("#controls").addEventListener("submit", onSubmit);
     $("#window").addEventListener("change", onSubmit);
     for (const f of FILTERS) $(`#${f}`).addEventListener("change", onSubmit);
+    for (const id of ["oc-survey", "oc-window", "oc-horizon"]) $(`#${id}`).addEventListener("change", loadOutcomes);
     window.addEventListener("resize", () => {
       for (const [id, plot] of plots) {
         const w = $(`.tile[data-metric="${id}"] .spark`).clientWidth;
