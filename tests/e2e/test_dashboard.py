@@ -533,19 +533,28 @@ def test_alert_panels_render_what_the_alert_endpoints_answer(browser: Browser, s
 
 
 def test_screenshots_with_demo_data(browser: Browser, tmp_path: Path) -> None:
-    """What a newcomer sees after `make run` + `make demo ARGS="--incident checkout"`: a fresh service fed
-    by `cxpulse demo` for a few seconds. `CXPULSE_UPDATE_DOCS=1` also writes docs/dashboard.png."""
+    """What a newcomer sees after `make run` + `make demo ARGS="--history 30d --incident checkout"`: a fresh
+    service fed a month of history and a few live seconds. `CXPULSE_UPDATE_DOCS=1` also writes
+    docs/dashboard.png."""
     svc = _service(tmp_path)
     svc.start()
     try:
         demo = run_demo(
-            svc.url, rate=150, customers=300, duration_s=8, incident="checkout", seed=3, out=lambda _: None
+            svc.url,
+            rate=150,
+            customers=300,
+            duration_s=8,
+            incident="checkout",
+            seed=3,
+            history_s=30 * 86_400,
+            out=lambda _: None,
         )
         totals = _in_thread(demo)
         assert totals.accepted > 800 and totals.rejected == 0
         page, console = open_dashboard(browser, svc.url)
         page.wait_for_selector("#journey[data-state='ok']")
         page.wait_for_function("() => document.querySelectorAll('.tile .spark canvas').length === 14")
+        page.wait_for_selector("#outcomes[data-state='ok']")  # the history gives the cohort answers
         assert page.locator('.tile[data-metric="nps"]').get_attribute("data-state") == "ok"
         # the incident shows: checkout is the journey's worst NPS
         assert "worst" in (
