@@ -13,6 +13,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from functools import partial
 from typing import TYPE_CHECKING
 
 from cxpulse.config import Settings
@@ -62,7 +63,8 @@ def _run_with_kafka(runtime: EmbeddedRuntime, settings: Settings) -> int:
     assert settings.kafka_bootstrap
     bootstrap = settings.kafka_bootstrap
     bus = KafkaBus(settings)
-    app = runtime.app(settings, bus=bus)
+    app = runtime.app(settings, bus=bus)  # the processor's commits drive the stream and the gauges
+    feeder = KafkaFeeder(settings, runtime.processor, on_dead=runtime.metrics.events_dlq.inc)
 
     async def topics() -> None:
         await ensure_topics(bootstrap, [settings.topic, settings.dlq_topic], settings.kafka_partitions)
@@ -78,7 +80,7 @@ def _run_with_kafka(runtime: EmbeddedRuntime, settings: Settings) -> int:
                 app,
                 settings.host,
                 settings.port,
-                loops=[KafkaFeeder(settings, runtime.processor).run, *runtime.loops()],
+                loops=[feeder.run, *runtime.loops()],
                 startup=[topics, bus.start],
                 shutdown=[bus.stop],
             )
@@ -118,7 +120,12 @@ def cmd_aggregator(args: argparse.Namespace) -> int:
 
 def cmd_api(args: argparse.Namespace) -> int:
     from cxpulse.bus.kafka import ensure_topics
+    from cxpulse.live.feed import ChangeFeed
+    from cxpulse.live.poll import poll_changes
+    from cxpulse.observability.metrics import ServiceMetrics, parse_metrics_windows
     from cxpulse.store import migrate, open_store
+    from cxpulse.store.changes import write_marker
+    from cxpulse.store.instrumented import InstrumentedStore
     from services.aggregator.loader import Loader
     from services.api.app import create_app
     from services.serving import Loop, serve
@@ -132,19 +139,28 @@ def cmd_api(args: argparse.Namespace) -> int:
         return 2
     loops: list[Loop] = []
     startup = []
+    feed = ChangeFeed()
+    metrics = ServiceMetrics(parse_metrics_windows(settings.metrics_windows))
     bootstrap = settings.kafka_bootstrap
     if bootstrap and not settings.clickhouse_url:
-        loops.append(Loader(settings, store).run)
+        writes = InstrumentedStore(store, on_insert=metrics.observe_insert)
+        loops.append(Loader(settings, writes, on_commit=feed.notify).run)
 
         async def topics() -> None:
             await ensure_topics(bootstrap, [settings.store_topic], settings.kafka_partitions)
 
         startup.append(topics)
+        loading = f", loading {settings.store_topic} from {bootstrap}"
+    elif settings.clickhouse_url:  # the workers write straight to the server: watch it for their writes
+        loops.append(partial(poll_changes, partial(write_marker, store), feed))
+        loading = ", watching it for writes"
+    else:
+        loading = ""
     where = settings.clickhouse_url or f"chDB {settings.data_dir}"
-    loading = f", loading {settings.store_topic} from {bootstrap}" if loops else ""
     print(f"CX Pulse API on http://{settings.host}:{settings.port}  store: {where}{loading}", flush=True)
     try:
-        return asyncio.run(serve(create_app(store, settings), settings.host, settings.port, loops, startup))
+        app = create_app(store, settings, feed=feed, metrics=metrics)
+        return asyncio.run(serve(app, settings.host, settings.port, loops, startup))
     finally:
         store.close()
 
@@ -154,7 +170,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not one log line per batch
     demo = run_demo(
-        args.url, args.rate, args.customers, args.duration, args.incident, args.key, seed=args.seed
+        args.url,
+        args.rate,
+        args.customers,
+        args.duration,
+        args.incident,
+        args.key,
+        seed=args.seed,
+        history_s=args.history,
     )
     try:
         asyncio.run(demo)
@@ -203,6 +226,12 @@ def _demo_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         choices=TOUCHPOINTS,
         help=f"make NPS and CSAT fall and FCR drop at one touchpoint ({', '.join(TOUCHPOINTS)})",
     )
+    demo.add_argument(
+        "--history",
+        type=_duration_s,
+        default=0.0,
+        help="first backfill this much healthy history, e.g. 30d (so every window and cohort has data)",
+    )
     demo.add_argument("--seed", type=int, help="random seed (same seed, same story)")
     demo.add_argument("--key", help="API key with the ingest scope, when the service requires keys")
     demo.set_defaults(func=cmd_demo)
@@ -229,6 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     aggregator = sub.add_parser("aggregator", help="distributed: a Faust worker (run several)")
     _kafka_option(aggregator, "Kafka bootstrap servers (env CXPULSE_KAFKA_BOOTSTRAP)")
+    aggregator.add_argument(
+        "--metrics-port",
+        dest="metrics_port",
+        type=int,
+        help="serve Prometheus /metrics (DLQ, store inserts, lag) on this port (env CXPULSE_METRICS_PORT)",
+    )
     aggregator.set_defaults(func=cmd_aggregator)
 
     api = sub.add_parser(

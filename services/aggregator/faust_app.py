@@ -40,13 +40,16 @@ from typing import Any
 import faust
 import orjson
 from faust.types import EventT
+from prometheus_client import start_http_server
 
 from cxpulse.bus.codec import DeadLetter, decode_event
 from cxpulse.bus.dlq import Headers, route_dead_letters
 from cxpulse.config import Settings
 from cxpulse.domain.state import CustomerState, new_state
+from cxpulse.observability.metrics import ServiceMetrics
 from cxpulse.pipeline.batch import Delivery, step
 from cxpulse.pipeline.output import DISTRIBUTED_BATCH_SEQ, Output, StoreWriter
+from cxpulse.store.instrumented import InstrumentedStore
 from services.aggregator.gaps import GapGuard
 from services.aggregator.retrying import retrying
 
@@ -133,8 +136,10 @@ class BatchProcessor:
         return result
 
 
-def build_app(settings: Settings, partitions: int) -> faust.App:
-    """The Faust app; `partitions` must equal the source topic's (the tables are co-partitioned with it)."""
+def build_app(settings: Settings, partitions: int, metrics: ServiceMetrics | None = None) -> faust.App:
+    """The Faust app; `partitions` must equal the source topic's (the tables are co-partitioned with it).
+    `metrics` counts dead letters and times the direct store writes (see `run_worker`)."""
+    metrics = metrics or ServiceMetrics((), alerts=False)
     datadir = Path(settings.data_dir) / "faust" / settings.app_id
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -162,7 +167,8 @@ def build_app(settings: Settings, partitions: int) -> faust.App:
     batch = BatchProcessor(customers.data.get, settings.retention_days)
     assert settings.kafka_bootstrap
     guard = GapGuard(settings.kafka_bootstrap, settings.app_id, settings.topic)
-    sink = _store_sink(settings) if settings.clickhouse_url else _topic_sink(app, settings.store_topic)
+    direct = settings.clickhouse_url is not None
+    sink = _store_sink(settings, metrics) if direct else _topic_sink(app, settings.store_topic)
 
     async def send(topic: str, key: bytes | None, value: bytes | None, headers: Headers) -> None:
         await (await app.producer.send(topic, key, value, None, None, headers))
@@ -203,6 +209,7 @@ def build_app(settings: Settings, partitions: int) -> faust.App:
                 await retrying(
                     "publishing to the DLQ", partial(route_dead_letters, send, settings.dlq_topic, dead)
                 )
+                metrics.events_dlq.inc(len(dead))
             if result.outputs:
                 await retrying("writing the batch output", partial(sink, result.outputs))
 
@@ -225,14 +232,14 @@ def _topic_sink(app: faust.App, topic: str) -> Sink:
     return publish
 
 
-def _store_sink(settings: Settings) -> Sink:
+def _store_sink(settings: Settings, metrics: ServiceMetrics) -> Sink:
     from cxpulse.store import migrate
     from cxpulse.store.server import ServerStore
 
     assert settings.clickhouse_url
     store = ServerStore(settings.clickhouse_url, settings.database)
     migrate(store)
-    writer = StoreWriter(store)
+    writer = StoreWriter(InstrumentedStore(store, on_insert=metrics.observe_insert))
 
     async def write(outputs: dict[str, Output]) -> None:
         await asyncio.to_thread(writer.write, list(outputs.values()))
@@ -273,11 +280,17 @@ async def source_partitions(settings: Settings) -> int:
 
 
 def run_worker(settings: Settings, loglevel: str = "INFO") -> int:
-    """Run one worker until SIGTERM / SIGINT (several share the partitions through the app id)."""
+    """Run one worker until SIGTERM / SIGINT (several share the partitions through the app id); with
+    `CXPULSE_METRICS_PORT` it serves its Prometheus counters there."""
     from faust.worker import Worker
 
     partitions = asyncio.run(source_partitions(settings))
-    app = build_app(settings, partitions)
+    metrics = ServiceMetrics((), alerts=False)
+    if settings.metrics_port is not None:
+        # The worker has no HTTP API: its counters (DLQ, store inserts, lag) get their own small port.
+        start_http_server(settings.metrics_port, addr=settings.host, registry=metrics.registry)
+        log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
+    app = build_app(settings, partitions, metrics)
     log.info(
         "worker %s: %s (%d partitions) → %s",
         settings.app_id,

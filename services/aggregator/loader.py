@@ -2,13 +2,16 @@
 
 chDB lives in one process, so with several workers their output travels through the `cx.store` topic and
 this loop (its own consumer group) writes it with `StoreWriter` — idempotent, so the at-least-once commits
-of `consume` are enough: event rows already stored are dropped, fact rows are versioned upserts.
+of `consume` are enough: event rows already stored are dropped, fact rows are versioned upserts. After each
+load `on_commit` tells the API's change feed, so the live stream and the KPI gauges follow distributed
+writes as they follow the embedded processor.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from cxpulse.config import Settings
 from cxpulse.pipeline.output import Output, StoreWriter
@@ -19,11 +22,12 @@ log = logging.getLogger("cxpulse.loader")
 
 
 class Loader:
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, store: Store, on_commit: Callable[[], None] | None = None) -> None:
         if not settings.kafka_bootstrap:
             raise ValueError("the loader needs CXPULSE_KAFKA_BOOTSTRAP")
         self.settings = settings
         self.writer = StoreWriter(store)
+        self.on_commit = on_commit
         self.loaded = 0
 
     async def handle(self, records: Records) -> None:
@@ -35,7 +39,11 @@ class Loader:
                 log.error(
                     "skipping a malformed cx.store message at %d/%d: %r", record.partition, record.offset, exc
                 )
+        if not outputs:
+            return
         self.loaded += await asyncio.to_thread(self.writer.write, outputs)
+        if self.on_commit is not None:  # facts alone (a late re-contact turning FCR) change readings too
+            self.on_commit()
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings

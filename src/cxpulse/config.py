@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from cxpulse.domain.windows import WindowError, parse_duration
+from cxpulse.domain.windows import WindowError, parse_duration, parse_window
 
 
 class Settings(BaseSettings):
@@ -79,3 +79,26 @@ class Settings(BaseSettings):
     @property
     def alert_interval_s(self) -> float:
         return parse_duration(self.alert_interval, name="CXPULSE_ALERT_INTERVAL") / 1000
+
+    metrics_windows: str = Field(
+        "1h,24h",
+        description="Windows of the KPI gauges on /metrics (comma-separated; empty = no KPI gauges).",
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="`cxpulse aggregator` (no HTTP API): serve /metrics on this port; unset = off.",
+    )
+
+    @field_validator("metrics_windows")
+    @classmethod
+    def _windows(cls, text: str) -> str:
+        """Fail at start on a bad window, not at the first gauge refresh."""
+        for window in (w.strip() for w in text.split(",")):
+            if window:
+                try:
+                    parse_window(window, name="CXPULSE_METRICS_WINDOWS")
+                except WindowError as exc:
+                    raise ValueError(str(exc)) from None
+        return text

@@ -7,15 +7,17 @@ import json
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.types import Lifespan
 
 from cxpulse import __version__
 from cxpulse.domain.event_schema import event_schema
 from cxpulse.http.errors import install_error_handlers
 
 
-def service_app(title: str, description: str) -> FastAPI:
-    """A FastAPI app with the shared error handlers, `/healthz` and the `Event` schema in its OpenAPI."""
-    app = FastAPI(title=title, version=__version__, description=description)
+def service_app(title: str, description: str, lifespan: Lifespan[FastAPI] | None = None) -> FastAPI:
+    """A FastAPI app with the shared error handlers, `/healthz` and the `Event` schema in its OpenAPI;
+    `lifespan` runs the app's background tasks while it serves."""
+    app = FastAPI(title=title, version=__version__, description=description, lifespan=lifespan)
     install_error_handlers(app)
     add_event_schema(app)
 
