@@ -14,10 +14,16 @@ redelivered batch changes nothing. Per message:
    current facts are re-emitted instead.
 
 The `customers` table (customer_id → {"ids", "state"}) is changelog-backed: memory store, rebuilt from
-the changelog on start and on rebalance.
+the changelog on start and on rebalance. The keyed state also holds each customer's close-the-loop
+cooldowns (`state["notified"]`, see `pipeline.batch`), so they move with the customer's partition.
 
-Output per batch, per customer: the event rows and fact rows, written to a ClickHouse server directly when
-`CXPULSE_CLICKHOUSE_URL` is set, else published to `cx.store` for the chDB-owning process to load.
+Close-the-loop: a `RulesFollower` task keeps the response rules from the compacted rules topic (which the
+API publishes); the agent starts only once it has read the topic up to its end, and passes the rules of
+the moment to every batch. The notifications a batch raises travel with its output (`Output`).
+
+Output per batch, per customer: the event rows, fact rows and notifications, written to a ClickHouse server
+directly when `CXPULSE_CLICKHOUSE_URL` is set (the notifications into the outbox, and to `cx.alerts`), else
+published to `cx.store` for the chDB-owning process to load.
 
 The worker writes the table's changelog itself — one record per customer per batch, to the partition of
 the customer's events, acked before the batch ends — and updates the in-memory table directly; Faust
@@ -41,9 +47,12 @@ import faust
 import orjson
 from faust.types import EventT
 
+from cxpulse.bus.alerts_topic import alert_message
 from cxpulse.bus.codec import DeadLetter, decode_event
-from cxpulse.bus.dlq import Headers, route_dead_letters
+from cxpulse.bus.dlq import Headers, Send, route_dead_letters
+from cxpulse.bus.rules_topic import RulesFollower
 from cxpulse.config import Settings
+from cxpulse.domain.alerts.rules import ResponseRule
 from cxpulse.domain.state import CustomerState, new_state
 from cxpulse.pipeline.batch import Delivery, step
 from cxpulse.pipeline.output import DISTRIBUTED_BATCH_SEQ, Output, StoreWriter
@@ -106,7 +115,8 @@ class BatchProcessor:
         self.lookup = lookup
         self.retention_days = retention_days
 
-    def process(self, events: Sequence[EventT[Any]]) -> BatchResult:
+    def process(self, events: Sequence[EventT[Any]], responses: Sequence[ResponseRule] = ()) -> BatchResult:
+        """One batch; `responses`: the response rules its survey answers are matched against."""
         result = BatchResult()
         deliveries: list[Delivery] = []
         for fevent in events:
@@ -126,7 +136,9 @@ class BatchProcessor:
             ids = entries[d.event.customer_id]["ids"]
             if d.event.event_id in ids:
                 known[d.event.event_id] = ids[d.event.event_id]
-        done = step(deliveries, known, _EntryStates(entries), batch_seq=DISTRIBUTED_BATCH_SEQ)
+        done = step(
+            deliveries, known, _EntryStates(entries), batch_seq=DISTRIBUTED_BATCH_SEQ, responses=responses
+        )
         for d in done.first_seen:
             entries[d.event.customer_id]["ids"][d.event.event_id] = d.position
         result.outputs = Output.per_customer(done)
@@ -162,10 +174,17 @@ def build_app(settings: Settings, partitions: int) -> faust.App:
     batch = BatchProcessor(customers.data.get, settings.retention_days)
     assert settings.kafka_bootstrap
     guard = GapGuard(settings.kafka_bootstrap, settings.app_id, settings.topic)
-    sink = _store_sink(settings) if settings.clickhouse_url else _topic_sink(app, settings.store_topic)
+    rules = RulesFollower(settings.kafka_bootstrap, settings.rules_topic)
 
     async def send(topic: str, key: bytes | None, value: bytes | None, headers: Headers) -> None:
         await (await app.producer.send(topic, key, value, None, None, headers))
+
+    sink = _store_sink(settings, send) if settings.clickhouse_url else _topic_sink(app, settings.store_topic)
+
+    async def follow_rules() -> None:
+        await retrying("following the rules topic", rules.run)
+
+    app.task(follow_rules)
 
     async def persist(entries: dict[str, tuple[int, Entry]]) -> None:
         """Write touched entries to the changelog (their events' partition) and wait for the acks."""
@@ -189,13 +208,15 @@ def build_app(settings: Settings, partitions: int) -> faust.App:
         # `finally`: an exception escaping the body would skip the batch, hence the retries below.
         # (noack_take + acking ourselves looked safer, but stalled a worker after a rebalance once.)
         take = stream.take_events  # type: ignore[attr-defined]
+        await rules.ready.wait()  # the first batch already sees every rule published so far
         async for fetched in take(settings.batch_size, within=settings.batch_within_s):
             events: list[EventT[Any]] = await retrying(
                 "checking for skipped offsets", partial(guard.fill, fetched)
             )
 
             # Retry rather than crash: a partly applied batch is just a redelivery.
-            result = await retrying("processing a batch", partial(_now, batch.process, events))
+            process = partial(batch.process, responses=rules.response_rules())
+            result = await retrying("processing a batch", partial(_now, process, events))
             if result.entries:
                 await retrying("writing the table changelog", partial(persist, result.entries))
             if result.dead:
@@ -225,7 +246,9 @@ def _topic_sink(app: faust.App, topic: str) -> Sink:
     return publish
 
 
-def _store_sink(settings: Settings) -> Sink:
+def _store_sink(settings: Settings, send: Send) -> Sink:
+    """Write to the ClickHouse server; the notifications into its outbox, then to `cx.alerts` (after the
+    write, before the batch is acked: a crash in between redelivers the batch and publishes again)."""
     from cxpulse.store import migrate
     from cxpulse.store.server import ServerStore
 
@@ -236,6 +259,8 @@ def _store_sink(settings: Settings) -> Sink:
 
     async def write(outputs: dict[str, Output]) -> None:
         await asyncio.to_thread(writer.write, list(outputs.values()))
+        messages = [alert_message(n) for out in outputs.values() for n in out.notifications]
+        await asyncio.gather(*(send(settings.alerts_topic, k, v, h) for k, v, h in messages))
 
     return write
 
@@ -248,9 +273,9 @@ async def source_partitions(settings: Settings) -> int:
 
     assert settings.kafka_bootstrap
     topics = [settings.topic, settings.dlq_topic]
-    if not settings.clickhouse_url:
-        topics.append(settings.store_topic)
+    topics.append(settings.alerts_topic if settings.clickhouse_url else settings.store_topic)
     await ensure_topics(settings.kafka_bootstrap, topics, settings.kafka_partitions)
+    await ensure_topics(settings.kafka_bootstrap, [settings.rules_topic], 1, {"cleanup.policy": "compact"})
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
     try:

@@ -53,3 +53,17 @@ class Settings(BaseSettings):
         ge=6,
         description="Consumer-group session timeout: how soon a crashed worker's partitions move to another.",
     )
+    rules_topic: str = Field(
+        "cx.rules",
+        description="Distributed: compacted Kafka topic (key rule id, tombstone on delete) through which the "
+        "API hands the alert rules (secrets stripped) to the workers.",
+    )
+    alerts_topic: str = Field(
+        "cx.alerts", description="Distributed: every notification is also published here (key: its id)."
+    )
+    leader_topic: str = Field(
+        "cx.alerts.leader",
+        description="Distributed, ClickHouse server: one-partition topic whose consumer group elects the API "
+        "process that evaluates metric rules and delivers notifications.",
+    )
+    leader_group: str = Field("cxpulse-alerts-leader", description="Consumer group of that election.")
