@@ -66,7 +66,7 @@ class LeaderElection:
         another member takes over, rather than hold the leadership with a dead duty)."""
         self._consumer.subscribe([self.topic], listener=_Listener(self))
         await self._consumer.start()
-        log.info("member %s joined the election on %s", self.member, self.topic)
+        log.info("member %s takes part in the election on %s", self.member, self.topic)
         try:
             while not stop.is_set():
                 # polling keeps the membership alive and runs the rebalance callbacks
