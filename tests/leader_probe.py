@@ -7,6 +7,7 @@ timestamp to its tick file every 50 ms, so a test can read from the files who le
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -26,10 +27,8 @@ async def main(bootstrap: str, topic: str, group: str, ticks: Path, session_time
             while not deposed.is_set():
                 out.write(f"tick {time.time():.3f}\n")
                 out.flush()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(deposed.wait(), TICK_S)
-                except TimeoutError:
-                    pass
             out.write(f"stop {time.time():.3f}\n")
 
     stop = asyncio.Event()

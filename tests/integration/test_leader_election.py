@@ -5,6 +5,7 @@ session timeout plus a rebalance), and at once after a graceful stop."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import subprocess
@@ -87,7 +88,7 @@ def start(name: str, election: tuple[str, str, str, Path], started: list[Member]
 def assert_never_two(members: list[Member]) -> None:
     """No two members' terms overlap (each tick is written while leading, so a term spans its ticks)."""
     spans = sorted((a, b, m.name) for m in members for a, b in m.terms())
-    for (a1, b1, n1), (a2, b2, n2) in zip(spans, spans[1:], strict=False):
+    for (_a1, b1, n1), (a2, _b2, n2) in itertools.pairwise(spans):
         assert a2 > b1 or n1 == n2, f"{n1} led until {b1:.3f} but {n2} already from {a2:.3f}: {spans}"
 
 
@@ -97,21 +98,27 @@ def leader_of(members: list[Member]) -> Member | None:
     return leading[0] if leading else None
 
 
+def await_leader(members: list[Member], timeout_s: float, what: str) -> Member:
+    leader = wait_until(lambda: leader_of(members), timeout_s, what)
+    assert leader is not None
+    return leader
+
+
 def test_one_leader_at_a_time_and_takeover_after_sigkill(election: tuple[str, str, str, Path]) -> None:
     members: list[Member] = []
     try:
         start("a", election, members)
         start("b", election, members)
-        wait_until(lambda: leader_of(members), 60, "a leader")
+        await_leader(members, 60, "a leader")
         time.sleep(SESSION_TIMEOUT_S)  # b's join may move the leadership once; then it stays put
-        first = wait_until(lambda: leader_of(members), 30, "a leader once both joined")
+        first = await_leader(members, 30, "a leader once both joined")
         time.sleep(SESSION_TIMEOUT_S)
         assert leader_of(members) is first
 
         first.popen.send_signal(signal.SIGKILL)
         first.popen.wait(10)
         killed_at = time.time()
-        second = wait_until(lambda: leader_of(members), 4 * SESSION_TIMEOUT_S, "a new leader after SIGKILL")
+        second = await_leader(members, 4 * SESSION_TIMEOUT_S, "a new leader after SIGKILL")
         assert second is not first
         takeover_s = second.terms()[-1][0] - killed_at
         print(f"takeover after SIGKILL: {takeover_s:.1f} s (session timeout {SESSION_TIMEOUT_S:g} s)")
@@ -120,12 +127,12 @@ def test_one_leader_at_a_time_and_takeover_after_sigkill(election: tuple[str, st
         third = start("c", election, members)  # a new member joins: a rebalance, still one at a time
         wait_until(lambda: "takes part in the election" in third.log.read_text(), 30, "c joined")
         time.sleep(SESSION_TIMEOUT_S)
-        current = wait_until(lambda: leader_of(members), 30, "a leader after c joined")
+        current = await_leader(members, 30, "a leader after c joined")
 
         current.popen.send_signal(signal.SIGTERM)  # graceful: leaves the group, hands over at once
         current.popen.wait(30)
         stopped_at = time.time()
-        successor = wait_until(lambda: leader_of(members), 30, "a leader after SIGTERM")
+        successor = await_leader(members, 30, "a leader after SIGTERM")
         assert successor is not current
         assert successor.terms()[-1][0] - stopped_at < SESSION_TIMEOUT_S
         assert_never_two(members)
