@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from cxpulse.notify.outbox import AttemptRecord, Delivery, Notification, Outbox
+from cxpulse.notify.outbox import AttemptRecord, Delivery, Kind, Notification, Outbox
 
 log = logging.getLogger("cxpulse.bus.alerts")
 
@@ -108,8 +108,12 @@ class MirroredOutbox:
         self.alerts = alerts
 
     def add(self, notification: Notification, now_ms: int) -> int:
-        added = self.inner.add(notification, now_ms)
-        self.alerts.enqueue(notification)
+        return self.add_many([notification], now_ms)
+
+    def add_many(self, notifications: Sequence[Notification], now_ms: int) -> int:
+        added = self.inner.add_many(notifications, now_ms)
+        for notification in notifications:
+            self.alerts.enqueue(notification)
         return added
 
     def due(self, now_ms: int, limit: int = 100) -> list[Delivery]:
@@ -127,17 +131,21 @@ class MirroredOutbox:
     def disabled_targets(self, rule_id: str | None = None) -> set[tuple[str, str]]:
         return self.inner.disabled_targets(rule_id)
 
-    def deliveries(self, rule_id: str | None = None, limit: int = 100) -> list[Delivery]:
-        return self.inner.deliveries(rule_id, limit)
+    def deliveries(
+        self, rule_id: str | None = None, limit: int = 100, kind: Kind | None = None
+    ) -> list[Delivery]:
+        return self.inner.deliveries(rule_id, limit, kind)
 
-    def attempts(self, rule_id: str | None = None, limit: int = 100) -> list[AttemptRecord]:
-        return self.inner.attempts(rule_id, limit)
+    def attempts(
+        self,
+        rule_id: str | None = None,
+        limit: int = 100,
+        kind: Kind | None = None,
+        ids: Sequence[str] | None = None,
+    ) -> list[AttemptRecord]:
+        return self.inner.attempts(rule_id, limit, kind, ids)
 
-
-def notifications_of(batches: Iterable[Sequence[Notification]]) -> list[Notification]:
-    """Flatten, first copy of each id kept."""
-    unique: dict[str, Notification] = {}
-    for batch in batches:
-        for n in batch:
-            unique.setdefault(n.id, n)
-    return list(unique.values())
+    def latest(
+        self, rule_id: str | None = None, kind: Kind | None = None, limit: int = 100
+    ) -> list[Delivery]:
+        return self.inner.latest(rule_id, kind, limit)

@@ -128,18 +128,17 @@ class StoreWriter:
 
     def enqueue(self, notifications: Sequence[Notification]) -> int:
         """Add notifications to the outbox with their rule's current targets; returns outbox rows added."""
-        targets: dict[str, ResponseRule | None] = {}
-        added = 0
-        now_ms = self._clock()
+        rules: dict[str, ResponseRule | None] = {}
+        ready = []
         for n in notifications:
-            if n.rule_id not in targets:
-                targets[n.rule_id] = self._response_rule(n.rule_id)
-            rule = targets[n.rule_id]
+            if n.rule_id not in rules:
+                rules[n.rule_id] = self._response_rule(n.rule_id)
+            rule = rules[n.rule_id]
             if rule is None or not rule.enabled:
                 log.info("notification %s dropped: rule %s is gone or disabled", n.id, n.rule_id)
-                continue
-            added += self.outbox.add(replace(n, targets=rule.notify), now_ms)
-        return added
+            elif rule.notify:
+                ready.append(replace(n, targets=rule.notify))
+        return self.outbox.add_many(ready, self._clock()) if ready else 0
 
     def _response_rule(self, rule_id: str) -> ResponseRule | None:
         data = self.rules.rule_json(rule_id)
