@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from cxpulse.domain.alerts.rules import ResponseRule, Rule, RuleError, parse_rule, rule_to_json
 
@@ -47,6 +48,7 @@ class TopicReader:
     seen at start are reached, then follows new records."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap = bootstrap
         self.topic = topic
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
@@ -54,14 +56,8 @@ class TopicReader:
         self._ends: dict[TopicPartition, int] = {}
 
     async def start(self, metadata_timeout_s: float = 30.0) -> None:
+        partitions = await _partitions(self.bootstrap, self.topic, metadata_timeout_s)
         await self.consumer.start()
-        partitions = None
-        async with asyncio.timeout(metadata_timeout_s):  # a topic created a moment ago may lag in metadata
-            while not partitions:
-                await self.consumer.topics()  # a fresh metadata request
-                partitions = self.consumer.partitions_for_topic(self.topic)
-                if not partitions:
-                    await asyncio.sleep(0.2)
         tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
         self.consumer.assign(tps)
         await self.consumer.seek_to_beginning(*tps)
@@ -92,6 +88,21 @@ class TopicReader:
 
     async def stop(self) -> None:
         await self.consumer.stop()
+
+
+async def _partitions(bootstrap: str, topic: str, timeout_s: float) -> list[int]:
+    """The topic's partition ids (waiting for a topic created a moment ago to show them)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                (described,) = await admin.describe_topics([topic])
+                if described["partitions"]:
+                    return [p["partition"] for p in described["partitions"]]
+                await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
 
 
 class RulesPublisher:
