@@ -258,8 +258,8 @@ def _store_sink(settings: Settings, send: Send) -> Sink:
     writer = StoreWriter(store)
 
     async def write(outputs: dict[str, Output]) -> None:
-        await asyncio.to_thread(writer.write, list(outputs.values()))
-        messages = [alert_message(n) for out in outputs.values() for n in out.notifications]
+        written = await asyncio.to_thread(writer.write, list(outputs.values()))
+        messages = [alert_message(n) for n in written.notifications]
         await asyncio.gather(*(send(settings.alerts_topic, k, v, h) for k, v, h in messages))
 
     return write

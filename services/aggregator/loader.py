@@ -14,18 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 
 from cxpulse.config import Settings
 from cxpulse.notify.outbox import Outbox
-from cxpulse.pipeline.output import Output, StoreWriter
+from cxpulse.pipeline.output import Output, StoreWriter, Written
 from cxpulse.store.base import Store
 from services.aggregator.consume import Records, consume, consumer_for
 
 log = logging.getLogger("cxpulse.loader")
 
 
-AfterWrite = Callable[[Sequence[Output]], Awaitable[None]]
+AfterWrite = Callable[[Written], Awaitable[None]]
 
 
 class Loader:
@@ -53,9 +53,10 @@ class Loader:
                 log.error(
                     "skipping a malformed cx.store message at %d/%d: %r", record.partition, record.offset, exc
                 )
-        self.loaded += await asyncio.to_thread(self.writer.write, outputs)
+        written = await asyncio.to_thread(self.writer.write, outputs)
+        self.loaded += written.events
         if self.after_write is not None:
-            await self.after_write(outputs)
+            await self.after_write(written)
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings

@@ -1,14 +1,15 @@
 """Every notification also goes to the Kafka topic `cx.alerts` (SPEC §4, distributed mode).
 
-Published when the notification is *raised* — where it enters the outbox — not when a target accepts it:
-the topic is a channel of its own, so it carries notifications whose rule has no targets, or whose
-targets are down, and carries each once rather than once per target. The message is the webhook body
-plus `"id"` (the webhook-id, also in the `webhook-id` header) keyed by rule id, so a rule's `firing`
-and `resolved` stay in order; consumers dedupe by id, as webhook receivers do (delivery is at least once).
+Published where the notification enters the outbox, not when a target accepts it: the topic is a channel
+of its own, so it carries a notification whose targets are down as well, and carries each once rather
+than once per target (an `on_sent` hook would publish per delivered row, and never for a dead target).
+A rule with no targets raises no notification, as in the embedded mode. The message is the webhook body
+plus `"id"` (the webhook-id, also in the `webhook-id` header), keyed by rule id so that a rule's `firing`
+and `resolved` stay in order; consumers dedupe by id, as webhook receivers do (at least once).
 
-Two ways in: `publish` (awaited, for code that is already async and must not commit before the publish —
-the `cx.store` loader), and `MirroredOutbox`, an `Outbox` that queues every notification added through it
-for a background loop to publish (for the evaluator, which adds from synchronous code).
+Two ways in: `publish` (awaited, for async code that must not commit before the publish — the `cx.store`
+loader, a worker writing to a ClickHouse server), and `MirroredOutbox`, an `Outbox` that queues every
+notification added through it for `run` to publish (the evaluator adds from synchronous code).
 """
 
 from __future__ import annotations

@@ -92,6 +92,14 @@ def _notification(data: dict[str, Any]) -> Notification:
     return Notification(str(data["id"]), str(data["rule_id"]), kind, dict(data["body"]), ())
 
 
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What a `StoreWriter.write` did: new event rows, and the notifications it handed to the outbox."""
+
+    events: int
+    notifications: list[Notification]
+
+
 class StoreWriter:
     """Idempotent writes of worker output into a `Store` (one writer per store: chDB loader, or a worker).
 
@@ -105,9 +113,9 @@ class StoreWriter:
         self.outbox = outbox if outbox is not None else StoreOutbox(store)
         self._clock = clock or _wall_clock_ms
 
-    def write(self, outputs: Sequence[Output]) -> int:
-        """Store the outputs' rows, then enqueue their notifications; returns how many event rows were new.
-        Rows first: a notification is only sent once the answer it is about is stored."""
+    def write(self, outputs: Sequence[Output]) -> Written:
+        """Store the outputs' rows, then enqueue their notifications (rows first: a notification is only
+        sent once the answer it is about is stored)."""
         unique: dict[str, EventRow] = {}
         facts: list[tuple[str, FactRow]] = []
         notifications: dict[str, Notification] = {}
@@ -122,12 +130,12 @@ class StoreWriter:
         if fresh:
             self.repo.insert_events(fresh)
         self.repo.upsert_facts(facts)
-        if notifications:
-            self.enqueue(list(notifications.values()))
-        return len(fresh)
+        queued = self.enqueue(list(notifications.values())) if notifications else []
+        return Written(len(fresh), queued)
 
-    def enqueue(self, notifications: Sequence[Notification]) -> int:
-        """Add notifications to the outbox with their rule's current targets; returns outbox rows added."""
+    def enqueue(self, notifications: Sequence[Notification]) -> list[Notification]:
+        """Add notifications to the outbox with their rule's current targets; returns those it passed to
+        the outbox (with targets; the outbox itself ignores ids it holds already)."""
         rules: dict[str, ResponseRule | None] = {}
         ready = []
         for n in notifications:
@@ -138,7 +146,9 @@ class StoreWriter:
                 log.info("notification %s dropped: rule %s is gone or disabled", n.id, n.rule_id)
             elif rule.notify:
                 ready.append(replace(n, targets=rule.notify))
-        return self.outbox.add_many(ready, self._clock()) if ready else 0
+        if ready:
+            self.outbox.add_many(ready, self._clock())
+        return ready
 
     def _response_rule(self, rule_id: str) -> ResponseRule | None:
         data = self.rules.rule_json(rule_id)
