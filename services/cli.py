@@ -14,12 +14,11 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import uvicorn
-
 from cxpulse.config import Settings
 from cxpulse.demo.generator import TOUCHPOINTS
 from cxpulse.domain.windows import WindowError, parse_window
 from cxpulse.store.base import StoreError
+from services import rules_cli
 
 if TYPE_CHECKING:
     from services.embedded import EmbeddedRuntime
@@ -32,6 +31,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from services.embedded import EmbeddedRuntime
+    from services.serving import serve
 
     settings = _settings(args)
     try:
@@ -47,23 +47,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         flush=True,
     )
     try:
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+        return asyncio.run(serve(app, settings.host, settings.port, loops=runtime.loops()))
     finally:
         runtime.close()
-    return 0
 
 
 def _run_with_kafka(runtime: EmbeddedRuntime, settings: Settings) -> int:
     """`run --kafka`: ingest publishes to Kafka; an in-process consumer feeds the embedded processor."""
     from cxpulse.bus.kafka import KafkaBus, ensure_topics
     from services.aggregator.kafka_embedded import KafkaFeeder
-    from services.api.app import create_app
     from services.serving import serve
 
     assert settings.kafka_bootstrap
     bootstrap = settings.kafka_bootstrap
     bus = KafkaBus(settings)
-    app = create_app(runtime.store, settings, bus=bus, before_read=runtime.processor.flush)
+    app = runtime.app(settings, bus=bus)
 
     async def topics() -> None:
         await ensure_topics(bootstrap, [settings.topic, settings.dlq_topic], settings.kafka_partitions)
@@ -79,7 +77,7 @@ def _run_with_kafka(runtime: EmbeddedRuntime, settings: Settings) -> int:
                 app,
                 settings.host,
                 settings.port,
-                loops=[KafkaFeeder(settings, runtime.processor).run],
+                loops=[KafkaFeeder(settings, runtime.processor).run, *runtime.loops()],
                 startup=[topics, bus.start],
                 shutdown=[bus.stop],
             )
@@ -242,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     _kafka_option(api, "load the workers' output (cx.store) from this Kafka into the chDB store")
     api.set_defaults(func=cmd_api)
     _demo_parser(sub)
+    rules_cli.add_parser(sub)
     return parser
 
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from fastapi import FastAPI
 
+from cxpulse.alerts.service import AlertService
 from cxpulse.bus import EventBus
 from cxpulse.config import Settings
 from cxpulse.http.app import service_app
@@ -14,6 +15,7 @@ from cxpulse.live.feed import ChangeFeed
 from cxpulse.live.hub import PulseHub
 from cxpulse.reading import PulseReader
 from cxpulse.store.base import Store, StoreError
+from services.api import alerts as alert_routes
 from services.api import routes, stream
 from services.api.dashboard import install_dashboard
 from services.api.stream import pulse_view_reader
@@ -27,10 +29,12 @@ def create_app(
     *,
     before_read: Callable[[], None] | None = None,
     feed: ChangeFeed | None = None,
+    alerts: AlertService | None = None,
 ) -> FastAPI:
     """The app over `store`; with a `bus` it also ingests. `before_read` makes acknowledged writes visible
     to reads (the embedded processor writes facts behind events). `feed` tells the live stream about
-    commits; without one it refreshes on its heartbeat only."""
+    commits; without one it refreshes on its heartbeat only. With `alerts` it serves the alert endpoints
+    and streams the evaluator's transitions (`event: alert`); the caller runs `alerts.loops()`."""
     app = service_app(
         "CX Pulse", "A live pulse on customer experience: NPS, CSAT, CES, FCR and more, in event time."
     )
@@ -41,6 +45,10 @@ def create_app(
     app.state.pulse_hub = hub  # the alert evaluator publishes transitions here
     app.include_router(stream.router)
     install_dashboard(app)
+    if alerts is not None:
+        app.state.alerts = alerts
+        alerts.evaluator.listeners.append(hub.publish_alert)
+        app.include_router(alert_routes.router)
     if bus is not None:
         app.state.bus = bus
         app.include_router(events_router)

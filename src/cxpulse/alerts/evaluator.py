@@ -81,7 +81,7 @@ def public_transition(rule: MetricRule, transition: Transition) -> dict[str, Any
         "to": str(transition.to_state),
         "at": iso_ms(transition.at_ms),
         "notify": transition.notify,
-        "reading": None if transition.reading is None else dict(transition.reading),
+        "reading": dict(transition.reading) if transition.reading else None,
     }
 
 

@@ -139,6 +139,7 @@ class AlertService:
     # -------------------------------------------------------------------------------------- rule API
 
     def create(self, data: object) -> dict[str, Any]:
+        data = _writable(data)
         rule_id = self._new_id(data)
         rule = parse_rule(data, metrics=self._directions, rule_id=rule_id)
         self.repo.put_rule(rule, self.clock())
@@ -147,6 +148,7 @@ class AlertService:
 
     def replace(self, rule_id: str, data: object) -> dict[str, Any]:
         previous = self._rule(rule_id)
+        data = _writable(data)
         rule = parse_rule(data, metrics=self._directions, rule_id=rule_id, previous=previous)
         now = self.clock()
         self.repo.put_rule(rule, now)
@@ -234,7 +236,7 @@ class AlertService:
                     "state": str(current.state),
                     "since": None if current.since_ms is None else iso_ms(current.since_ms),
                     "evaluated_at": None if current.last_eval_ms is None else iso_ms(current.last_eval_ms),
-                    "reading": None if current.last_reading is None else dict(current.last_reading),
+                    "reading": dict(current.last_reading) if current.last_reading else None,
                 }
             )
         return out
@@ -337,5 +339,12 @@ def _orphan_transition(t: Transition) -> dict[str, Any]:
         "to": str(t.to_state),
         "at": iso_ms(t.at_ms),
         "notify": t.notify,
-        "reading": None if t.reading is None else dict(t.reading),
+        "reading": dict(t.reading) if t.reading else None,
     }
+
+
+def _writable(data: object) -> object:
+    """The body without `state`, which GET shows but nobody writes (so GET → edit → PUT round-trips)."""
+    if isinstance(data, dict) and "state" in data:
+        return {k: v for k, v in data.items() if k != "state"}
+    return data
