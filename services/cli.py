@@ -116,11 +116,18 @@ def cmd_aggregator(args: argparse.Namespace) -> int:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
+    """The read and alert API. With Kafka: it publishes the alert rules to the workers, evaluates and
+    delivers (alone with chDB, as the elected leader with a ClickHouse server — see docs/distributed.md),
+    and with chDB also loads the workers' output (cx.store) into its store."""
+    from cxpulse.alerts.service import AlertService
     from cxpulse.bus.kafka import ensure_topics
+    from cxpulse.live.feed import ChangeFeed
+    from cxpulse.reading import PulseReader
     from cxpulse.store import migrate, open_store
     from services.aggregator.loader import Loader
     from services.api.app import create_app
-    from services.serving import Loop, serve
+    from services.api.distributed import DistributedAlerting
+    from services.serving import Hook, Loop, serve
 
     settings = _settings(args)
     try:
@@ -129,21 +136,35 @@ def cmd_api(args: argparse.Namespace) -> int:
     except StoreError as exc:
         print(f"cxpulse: {exc}", file=sys.stderr)
         return 2
+    feed = ChangeFeed()
     loops: list[Loop] = []
-    startup = []
+    startup: list[Hook] = []
+    shutdown: list[Hook] = []
     bootstrap = settings.kafka_bootstrap
-    if bootstrap and not settings.clickhouse_url:
-        loops.append(Loader(settings, store).run)
+    loading = ""
+    if bootstrap:
+        alerting = DistributedAlerting(settings, store, feed, elect=bool(settings.clickhouse_url))
+        alerts = alerting.service
+        if not settings.clickhouse_url:
 
-        async def topics() -> None:
-            await ensure_topics(bootstrap, [settings.store_topic], settings.kafka_partitions)
+            async def topics() -> None:
+                await ensure_topics(bootstrap, [settings.store_topic], settings.kafka_partitions)
 
-        startup.append(topics)
+            startup.append(topics)
+            loader = Loader(settings, store, outbox=alerts.outbox, after_write=alerting.after_write)
+            loops.append(loader.run)
+            loading = f", loading {settings.store_topic} from {bootstrap}"
+        startup.append(alerting.start)
+        shutdown.append(alerting.stop)
+        loops += alerting.loops()
+    else:  # no workers to feed: one process evaluates and delivers
+        alerts = AlertService(store, PulseReader(store), settings, feed=feed)
+        loops += alerts.loops()
+    app = create_app(store, settings, feed=feed, alerts=alerts)
     where = settings.clickhouse_url or f"chDB {settings.data_dir}"
-    loading = f", loading {settings.store_topic} from {bootstrap}" if loops else ""
     print(f"CX Pulse API on http://{settings.host}:{settings.port}  store: {where}{loading}", flush=True)
     try:
-        return asyncio.run(serve(create_app(store, settings), settings.host, settings.port, loops, startup))
+        return asyncio.run(serve(app, settings.host, settings.port, loops, startup, shutdown))
     finally:
         store.close()
 

@@ -36,8 +36,9 @@ def alert_message(notification: Notification) -> Message:
 
 class AlertsTopic:
     def __init__(self, bootstrap: str, topic: str, *, retry_s: float = 1.0) -> None:
+        self.bootstrap = bootstrap
         self.topic = topic
-        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+        self._producer: AIOKafkaProducer | None = None  # made in start(): aiokafka wants a running loop
         self._queue: asyncio.Queue[Notification] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._retry_s = retry_s
@@ -46,13 +47,19 @@ class AlertsTopic:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._queue = asyncio.Queue()
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True
+        )
         await self._producer.start()
 
     async def stop(self) -> None:
-        await self._producer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
 
     async def publish(self, notifications: Iterable[Notification]) -> None:
         """Send and wait for every ack (raises on a Kafka error: the caller retries)."""
+        assert self._producer is not None, "start() first"
         acks = []
         for n in notifications:
             key, value, headers = alert_message(n)

@@ -43,15 +43,15 @@ class LeaderElection:
         self.duty = duty
         self.member = member or f"{socket.gethostname()}:{os.getpid()}"
         self._partition = TopicPartition(topic, 0)
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
-            group_id=group,
-            client_id=f"cxpulse-leader-{self.member}",
-            enable_auto_commit=False,
-            auto_offset_reset="latest",
-            session_timeout_ms=int(session_timeout_s * 1000),
-            heartbeat_interval_ms=int(min(3.0, session_timeout_s / 5) * 1000),
-        )
+        self._options: dict[str, Any] = {
+            "bootstrap_servers": bootstrap,
+            "group_id": group,
+            "client_id": f"cxpulse-leader-{self.member}",
+            "enable_auto_commit": False,
+            "auto_offset_reset": "latest",
+            "session_timeout_ms": int(session_timeout_s * 1000),
+            "heartbeat_interval_ms": int(min(3.0, session_timeout_s / 5) * 1000),
+        }
         self._task: asyncio.Task[None] | None = None
         self._deposed = asyncio.Event()
         #: How often this member became leader (for logs and tests).
@@ -64,19 +64,20 @@ class LeaderElection:
     async def run(self, stop: asyncio.Event) -> None:
         """Take part in the election until `stop`; raises if the duty failed (the process should exit so
         another member takes over, rather than hold the leadership with a dead duty)."""
-        self._consumer.subscribe([self.topic], listener=_Listener(self))
-        await self._consumer.start()
+        consumer = AIOKafkaConsumer(**self._options)  # here: aiokafka wants a running loop
+        consumer.subscribe([self.topic], listener=_Listener(self))
+        await consumer.start()
         log.info("member %s takes part in the election on %s", self.member, self.topic)
         try:
             while not stop.is_set():
                 # polling keeps the membership alive and runs the rebalance callbacks
-                await self._consumer.getmany(timeout_ms=500)
+                await consumer.getmany(timeout_ms=500)
                 task = self._task
                 if task is not None and task.done() and not task.cancelled() and task.exception():
                     raise RuntimeError(f"the leader's duty failed: {task.exception()!r}")
         finally:
             await self._step_down()
-            await self._consumer.stop()  # leaves the group: a follower is assigned at once
+            await consumer.stop()  # leaves the group: a follower is assigned at once
 
     def _elected(self, assigned: set[TopicPartition]) -> None:
         if self._partition in assigned and self._task is None:

@@ -111,7 +111,7 @@ class RulesPublisher:
     def __init__(self, bootstrap: str, topic: str) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
-        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+        self._producer: AIOKafkaProducer | None = None  # made in start(): aiokafka wants a running loop
         self._published: Records = {}
         self._lock = asyncio.Lock()
 
@@ -125,6 +125,9 @@ class RulesPublisher:
         finally:
             await reader.stop()
         self._published = {k: v for k, v in held.items() if v is not None}
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True
+        )
         await self._producer.start()
         await self.sync(rules, republish=True)
 
@@ -132,14 +135,15 @@ class RulesPublisher:
         """Make the topic hold exactly `rules` (every rule there is); returns how many records were sent.
         `republish`: send every rule, changed or not (at start: the topic is re-published whole)."""
         wanted: Records = {rule.id: rule_record(rule) for rule in rules}
+        producer = self._producer
+        assert producer is not None, "start() first"
         async with self._lock:
             changes: Records = {
                 rid: value for rid, value in wanted.items() if republish or self._published.get(rid) != value
             }
             changes.update({rid: None for rid in self._published if rid not in wanted})
             acks = [
-                await self._producer.send(self.topic, value, key=rid.encode())
-                for rid, value in changes.items()
+                await producer.send(self.topic, value, key=rid.encode()) for rid, value in changes.items()
             ]
             await asyncio.gather(*acks)
             self._published = dict(wanted)
@@ -148,7 +152,9 @@ class RulesPublisher:
         return len(changes)
 
     async def stop(self) -> None:
-        await self._producer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
 
 
 class RulesFollower:
