@@ -208,8 +208,10 @@ def build_app(settings: Settings, partitions: int) -> faust.App:
         # `finally`: an exception escaping the body would skip the batch, hence the retries below.
         # (noack_take + acking ourselves looked safer, but stalled a worker after a rebalance once.)
         take = stream.take_events  # type: ignore[attr-defined]
-        await rules.ready.wait()  # the first batch already sees every rule published so far
         async for fetched in take(settings.batch_size, within=settings.batch_within_s):
+            # The first batch waits until every rule published so far is known. Inside the loop, not
+            # before it: messages Faust dispatches before the agent iterates its stream are lost.
+            await rules.ready.wait()
             events: list[EventT[Any]] = await retrying(
                 "checking for skipped offsets", partial(guard.fill, fetched)
             )
