@@ -1,8 +1,9 @@
 """`cxpulse` — the command line.
 
 `run` is the embedded mode (one process; `--kafka` puts Kafka between ingest and processing). The
-distributed shape is `ingest` (HTTP → Kafka), `aggregator` × N (Faust workers) and `api` (reads; with Kafka
-and no ClickHouse server it also loads the workers' output into its chDB store).
+distributed shape is `ingest` (HTTP → Kafka), `aggregator` × N (Faust workers) and `api` (reads and alerts;
+with Kafka it publishes the alert rules to the workers, and without a ClickHouse server it also loads the
+workers' output into its chDB store).
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ the changelog on start and on rebalance. The keyed state also holds each custome
 cooldowns (`state["notified"]`, see `pipeline.batch`), so they move with the customer's partition.
 
 Close-the-loop: a `RulesFollower` task keeps the response rules from the compacted rules topic (which the
-API publishes); the agent starts only once it has read the topic up to its end, and passes the rules of
-the moment to every batch. The notifications a batch raises travel with its output (`Output`).
+API publishes); the first batch waits until it has read the topic up to its end, and every batch gets the
+rules of the moment. The notifications a batch raises travel with its output (`Output`).
 
 Output per batch, per customer: the event rows, fact rows and notifications, written to a ClickHouse server
 directly when `CXPULSE_CLICKHOUSE_URL` is set (the notifications into the outbox, and to `cx.alerts`), else
