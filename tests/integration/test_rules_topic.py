@@ -10,16 +10,16 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from cxpulse.alerts.service import directions
 from cxpulse.bus.kafka import ensure_topics
 from cxpulse.bus.rules_topic import RulesFollower, RulesPublisher, TopicReader
 from cxpulse.domain.alerts.rules import ResponseRule, Rule, parse_rule
-from cxpulse.domain.metrics import METRICS
 from tests.kafka_support import require_broker
 
 pytestmark = pytest.mark.kafka
 
 SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
-DIRECTIONS = {mid: m.direction for mid, m in METRICS.items()}
+DIRECTIONS = directions()
 
 
 def rule(rule_id: str, **fields: object) -> Rule:
