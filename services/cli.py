@@ -3,7 +3,8 @@
 `run` is the embedded mode (one process; `--kafka` puts Kafka between ingest and processing). The
 distributed shape is `ingest` (HTTP → Kafka), `aggregator` × N (Faust workers) and `api` (reads and alerts;
 with Kafka it publishes the alert rules to the workers, and without a ClickHouse server it also loads the
-workers' output into its chDB store).
+workers' output into its chDB store). `demo` and `rules` (`services/rules_cli.py`) are clients of a
+running service.
 """
 
 from __future__ import annotations
@@ -277,6 +278,9 @@ def _kafka_option(parser: argparse.ArgumentParser, text: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every request's URL at INFO: notification targets (a Slack webhook URL is a credential)
+    # must not end up in logs.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     code: int = args.func(args)
     return code

@@ -47,6 +47,7 @@ class EmbeddedRuntime:
         processor.responses = alerts.response_rules
         processor.outbox = alerts.outbox
         processor.on_notify = alerts.wake_dispatcher
+        processor.on_types = alerts.evaluator.touch
         replayed = processor.recover()
         log.info("store ready (%d events replayed since the last checkpoint)", replayed)
         return cls(store, processor, InProcessBus(processor), feed, alerts)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def main(args: argparse.Namespace) -> int:
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a log line per request
     headers = {"authorization": f"Bearer {args.key}"} if args.key else {}
     try:
         with httpx.Client(base_url=args.url.rstrip("/"), headers=headers, timeout=30) as client:
@@ -98,7 +100,11 @@ def render_list(rules: list[dict[str, Any]]) -> str:
         flt = ",".join(f"{k}={v}" for k, v in r.get("filters", {}).items())
         if r["type"] == "metric":
             cond = r["condition"]
-            limit = cond.get("threshold", f"by {cond.get('by')} vs {cond.get('baseline')}")
+            limit = (
+                f"{cond['threshold']:g}"
+                if "threshold" in cond
+                else f"by {cond.get('by'):g} vs {cond.get('baseline')}"
+            )
             watches = f"{r['metric']} {r['window']} {cond['op']} {limit}" + (f" [{flt}]" if flt else "")
         else:
             scores = "default scores" if r.get("scores") is None else f"scores {r['scores']}"

@@ -42,6 +42,15 @@ class Breakdown(BaseModel):
     groups: dict[str, Reading]
 
 
+class Journey(BaseModel):
+    window: str
+    at: str
+    filters: dict[str, str]
+    touchpoints: dict[str, dict[str, Reading]] = Field(
+        description="per touchpoint in journey order, every metric's reading filtered by that touchpoint"
+    )
+
+
 class Point(Reading):
     start: str
     end: str
@@ -204,3 +213,28 @@ class NotificationOut(BaseModel):
 
 class NotificationList(BaseModel):
     notifications: list[NotificationOut]
+
+
+class Share(BaseModel):
+    value: Number | None = Field(description="% of the group's customers; null for an empty group")
+    n: int
+    ci: list[Number] | None = Field(description="Wilson 95% interval")
+
+
+class OutcomeGroup(BaseModel):
+    customers: int
+    repurchase: Share
+    churned: Share
+    referred: Share
+
+
+class Outcomes(BaseModel):
+    survey: str
+    window: str
+    horizon: str
+    at: str
+    filters: dict[str, str]
+    groups: dict[str, OutcomeGroup]
+    significant: dict[str, bool | None] = Field(
+        description="best group vs worst (promoter vs detractor …), pooled two-proportion z-test at 5%"
+    )

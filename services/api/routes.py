@@ -8,11 +8,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from cxpulse.domain.metrics import METRICS, Filters
-from cxpulse.domain.windows import iso_ms
+from cxpulse.domain.outcomes import SURVEYS
+from cxpulse.domain.windows import DAY_MS, iso_ms
 from cxpulse.http import params
-from cxpulse.http.deps import MetricDep, MetricIdsDep, ReaderDep
+from cxpulse.http.deps import MetricDep, MetricIdsDep, ReaderDep, SettingsDep
 from cxpulse.reading import Reader
-from services.api.models import Breakdown, MetricInfo, Pulse, Series
+from services.api.models import Breakdown, Journey, MetricInfo, Outcomes, Pulse, Series
 
 Text = Annotated[str | None, Query()]
 
@@ -69,6 +70,21 @@ def breakdown(
     return {"metric": metric.id, "by": dim.value, "window": window, "at": iso_ms(at_ms), "groups": groups}
 
 
+@router.get("/v1/journey", summary="Every KPI per touchpoint, in journey order", response_model=Journey)
+def journey(
+    reader: ReaderDep,
+    window: str = DEFAULT_WINDOW,
+    at: Text = None,
+    channel: Text = None,
+    segment: Text = None,
+) -> dict[str, Any]:
+    window, window_ms = window_param(window)
+    at_ms = params.timestamp_ms(at)
+    flt = params.filters(None, channel, segment)
+    touchpoints = reader.journey(window_ms, at_ms, flt)
+    return {"window": window, "at": iso_ms(at_ms), "filters": flt.to_dict(), "touchpoints": touchpoints}
+
+
 @router.get(
     "/v1/series/{metric}", summary="Readings of consecutive buckets, oldest first", response_model=Series
 )
@@ -90,6 +106,45 @@ def series(
     for p in points:
         p["start"], p["end"] = iso_ms(p["start"]), iso_ms(p["end"])
     return {"metric": metric.id, "step": step, "points": points}
+
+
+@router.get(
+    "/v1/outcomes",
+    summary="Does the score predict behaviour? Outcomes per NPS, CSAT or CES group",
+    response_model=Outcomes,
+)
+def outcomes(
+    reader: ReaderDep,
+    settings: SettingsDep,
+    survey: str = "nps",
+    window: str = "90d",
+    horizon: str = "90d",
+    at: Text = None,
+    touchpoint: Text = None,
+    channel: Text = None,
+    segment: Text = None,
+) -> dict[str, Any]:
+    if survey not in SURVEYS:
+        raise params.bad_parameter("survey", f"must be one of {', '.join(SURVEYS)}; got {survey!r}")
+    retention_ms = settings.retention_days * DAY_MS
+    spans = {}
+    for name, text in (("window", window), ("horizon", horizon)):
+        spans[name] = params.window_ms(text.strip(), name)
+        if spans[name] > retention_ms:
+            raise params.bad_parameter(
+                name, f"must be at most the retention ({settings.retention_days}d); got {text!r}"
+            )
+    at_ms = params.timestamp_ms(at)
+    flt = params.filters(touchpoint, channel, segment)
+    answer = reader.outcomes(survey, spans["window"], spans["horizon"], at_ms, flt)
+    return {
+        "survey": survey,
+        "window": window.strip(),
+        "horizon": horizon.strip(),
+        "at": iso_ms(at_ms),
+        "filters": flt.to_dict(),
+        **answer,
+    }
 
 
 @router.get("/v1/metrics", summary="The KPIs this service computes", response_model=list[MetricInfo])

@@ -4,7 +4,10 @@ order, and a restart that neither re-notifies a firing rule nor loses a pending 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -13,11 +16,12 @@ from typing import Any
 
 import pytest
 
-from cxpulse.alerts.evaluator import Evaluator, ReadKey
+from cxpulse.alerts.evaluator import Evaluator, ReadKey, metrics_changed_by
 from cxpulse.alerts.service import directions
 from cxpulse.domain.alerts.evaluation import AlertState
 from cxpulse.domain.alerts.rules import MetricRule, parse_rule
 from cxpulse.domain.metrics import Dimension, Filters, Reading
+from cxpulse.live.feed import ChangeFeed
 from cxpulse.notify.outbox import StoreOutbox
 from cxpulse.store import migrate
 from cxpulse.store.alerts import AlertRepository
@@ -63,6 +67,14 @@ class FakeReader:
     def series(
         self, metric_id: str, from_ms: int, to_ms: int, step_ms: int, filters: Filters
     ) -> list[dict[str, Any]]:
+        raise AssertionError("not used")
+
+    def journey(self, window_ms: int, at_ms: int, filters: Filters) -> dict[str, dict[str, Reading]]:
+        raise AssertionError("not used")
+
+    def outcomes(
+        self, survey: str, window_ms: int, horizon_ms: int, at_ms: int, filters: Filters
+    ) -> dict[str, Any]:
         raise AssertionError("not used")
 
 
@@ -286,3 +298,81 @@ def test_states_are_written_only_when_more_than_the_evaluation_time_changed(stor
     ev.evaluate(T0 + MINUTE)
     ev.evaluate(T0 + 2 * MINUTE)
     assert versions() == before
+
+
+# ------------------------------------------------------------------------------------------- the loop
+
+ACTIVE = {"active_customers", "dau", "wau", "mau", "stickiness"}
+
+
+def test_which_metrics_an_event_type_can_change() -> None:
+    assert metrics_changed_by({"login"}) == ACTIVE
+    assert metrics_changed_by({"survey_answer"}) == ACTIVE | {"nps", "csat", "ces"}
+    assert metrics_changed_by({"support_resolved"}) == ACTIVE | {"fcr", "resolution_time"}
+    assert metrics_changed_by({"purchase"}) == ACTIVE | {"referral_rate", "trial_conversion"}
+    assert metrics_changed_by({"subscription_cancel"}) == ACTIVE | {"churn", "retention"}
+
+
+def test_the_loop_evaluates_on_new_events_only_the_rules_they_affect(store: ChdbStore) -> None:
+    """Started: every rule. New survey answers: only the NPS rule is read, within the debounce. A change
+    nobody described: every rule. A rule change (`wake`): every rule. The interval is an hour, so every
+    read here was triggered by the feed or the wake."""
+    reader = FakeReader()
+    rules = [metric_rule("nps"), metric_rule("fcr", metric="fcr")]
+    ev = evaluator(store, reader, rules)
+    feed = ChangeFeed()
+
+    async def until_reads(count: int, timeout_s: float = 5.0) -> float:
+        t0 = time.monotonic()
+        while len(reader.calls) < count:
+            assert time.monotonic() - t0 < timeout_s, reader.calls
+            await asyncio.sleep(0.01)
+        return time.monotonic() - t0
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(ev.run(stop, interval_s=3600, feed=feed, debounce_s=0.2))
+        await until_reads(1)  # one group: both metrics in one read
+        assert [ids for ids, *_ in reader.calls] == [("nps", "fcr")]
+        await asyncio.sleep(0.3)
+        ev.touch({"survey_answer"})
+        feed.notify()
+        assert await until_reads(2) < 1.0
+        assert reader.calls[1][0] == ("nps",)
+        await asyncio.sleep(0.3)
+        feed.notify()
+        await until_reads(3)
+        assert reader.calls[2][0] == ("nps", "fcr")
+        await asyncio.sleep(0.3)
+        ev.wake()
+        await until_reads(4)
+        assert reader.calls[3][0] == ("nps", "fcr")
+        stop.set()
+        await task
+
+    asyncio.run(go())
+
+
+def test_reading_states_and_deleting_a_rule_never_wait_for_an_evaluation(store: ChdbStore) -> None:
+    release = threading.Event()
+    reading_started = threading.Event()
+
+    def slow(m: str, f: Filters, b: int | None) -> Reading:
+        reading_started.set()
+        release.wait(10)
+        return reading(10.0)
+
+    rules = [metric_rule("kept", **{"for": "0s"}), metric_rule("gone", **{"for": "0s"})]
+    ev = evaluator(store, FakeReader(slow), rules)
+    worker = threading.Thread(target=ev.evaluate, args=(T0,))
+    worker.start()
+    assert reading_started.wait(10)
+    t0 = time.monotonic()
+    assert ev.states() == {}
+    ev.forget("gone")  # DELETE /v1/alert-rules/gone while the evaluation reads
+    assert time.monotonic() - t0 < 1.0
+    release.set()
+    worker.join(10)
+    assert set(ev.states()) == {"kept"}
+    assert set(AlertRepository(store).states()) == {"kept"}
+    assert [t.rule_id for t in AlertRepository(store).transitions()] == ["kept"]

@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cxpulse.config import Settings
-from cxpulse.domain.alerts.rules import mask_secret
+from cxpulse.domain.alerts.rules import mask_secret, mask_url
 from cxpulse.domain.windows import iso_ms
 from services.embedded import EmbeddedRuntime
 from tests.conftest import event
@@ -80,7 +80,7 @@ def test_create_answers_201_with_the_rule_its_id_and_state(client: TestClient) -
     assert created["id"].startswith("rule_") and created["state"] == "ok" and created["type"] == "metric"
     assert created["for"] == "0s" and created["keep_firing_for"] == "0s" and created["enabled"] is True
     assert created["notify"][0] == {"type": "webhook", "url": HOOK, "secret": mask_secret(SECRET)}
-    assert created["notify"][1] == {"type": "slack", "url": HOOK + "/slack", "secret": None}
+    assert created["notify"][1] == {"type": "slack", "url": mask_url(HOOK + "/slack"), "secret": None}
     response = create(client, RESPONSE_RULE)
     assert response["type"] == "response" and response["state"] is None and response["cooldown"] == "7d"
     listed = client.get("/v1/alert-rules").json()["rules"]
@@ -217,6 +217,7 @@ def test_put_replaces_and_keeps_a_masked_secret(client: TestClient, runtime: Emb
     assert response.status_code == 200, response.text
     assert response.json()["severity"] == "warning"
     assert runtime.alerts.repo.rule_json(rule_id)["notify"][0]["secret"] == SECRET  # type: ignore[index]
+    assert runtime.alerts.repo.rule_json(rule_id)["notify"][1]["url"] == HOOK + "/slack"  # type: ignore[index]
     # a new secret replaces it; an unknown masked value is not a secret at all
     rotated = with_("notify[0].secret", OTHER_SECRET, edited)
     assert client.put(f"/v1/alert-rules/{rule_id}", json=rotated).status_code == 200
@@ -244,6 +245,8 @@ def test_secrets_never_appear_in_any_answer(client: TestClient, runtime: Embedde
     assert '"notifications":[{' in answers[-1] and mask_secret(SECRET) in answers[0]
     secret_core = SECRET.removeprefix("whsec_")
     assert all(secret_core[:-4] not in text for text in answers)
+    assert all(HOOK + "/slack" not in text for text in answers)  # a Slack URL is a credential too
+    assert mask_url(HOOK + "/slack") in answers[-1]
 
 
 def test_delete_removes_the_rule_and_its_state(client: TestClient, runtime: EmbeddedRuntime) -> None:

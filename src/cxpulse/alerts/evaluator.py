@@ -11,13 +11,17 @@ One evaluation (`Evaluator.evaluate`):
    dispatcher (`on_notify`).
 
 State is loaded from the store before the first evaluation and kept in memory after, so a restart resumes
-every pending `for` clock and never re-notifies a firing rule. `run` evaluates every `interval_s` and,
-when a `ChangeFeed` is given, within `debounce_s` of a committed batch (at most once per `debounce_s`), so
-a `for: 0s` rule fires seconds after the event that breaks it.
+every pending `for` clock and never re-notifies a firing rule. `run` evaluates every rule every
+`interval_s` and, when a `ChangeFeed` is given, within `debounce_s` of a committed batch (so a `for: 0s`
+rule fires seconds after the event that breaks it): then only the rules whose metric the batch's event
+types can change (`touch(types)`; every rule when nobody said), and never busier than half the time (the
+next event-triggered evaluation waits at least as long as the last one took), so many rules on a busy
+store cannot starve ingest and reads.
 
 Interface (the distributed runtime reuses it): `Evaluator(reader, repo, outbox, rules, …)`,
-`evaluate(now_ms=None) -> list[Transition]`, `run(stop, interval_s=…, feed=…)`, `wake()` (thread-safe:
-evaluate soon, e.g. after a rule changed), `forget(rule_id)`, `states()`, `listeners`.
+`evaluate(now_ms=None, metrics=None) -> list[Transition]`, `run(stop, interval_s=…, feed=…)`, `wake()`
+(thread-safe: evaluate soon, e.g. after a rule changed), `touch(event_types)` (thread-safe: these types
+were just stored), `forget(rule_id)`, `states()`, `listeners`.
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ from typing import Any
 from cxpulse.domain.alerts.evaluation import AlertState, RuleState, Transition, evaluate
 from cxpulse.domain.alerts.payloads import alert_payload, iso_ms
 from cxpulse.domain.alerts.rules import THRESHOLD_OPS, MetricRule, condition_to_json
-from cxpulse.domain.metrics import Filters
+from cxpulse.domain.events import EventType
+from cxpulse.domain.metrics import METRICS, Family, Filters
 from cxpulse.live.feed import ChangeFeed
 from cxpulse.notify.outbox import Notification, Outbox
 from cxpulse.reading import Reader
@@ -46,6 +51,22 @@ log = logging.getLogger("cxpulse.alerts")
 OnTransition = Callable[[dict[str, Any]], None]
 #: At most one event-triggered evaluation per this many seconds (and at most this long after an event).
 DEBOUNCE_S = 0.5
+
+
+#: Which event types can change a family's readings (every event makes a customer active).
+_FAMILY_EVENTS: dict[Family, frozenset[str]] = {
+    Family.SURVEY: frozenset({EventType.SURVEY_ANSWER}),
+    Family.REFERRAL: frozenset({EventType.PURCHASE}),
+    Family.ACTIVE: frozenset(EventType),
+    Family.CASES: frozenset({EventType.SUPPORT_CONTACT, EventType.SUPPORT_RESOLVED}),
+    Family.TRIALS: frozenset({EventType.TRIAL_START, EventType.PURCHASE, EventType.SUBSCRIPTION_START}),
+    Family.SUBSCRIPTIONS: frozenset({EventType.SUBSCRIPTION_START, EventType.SUBSCRIPTION_CANCEL}),
+}
+
+
+def metrics_changed_by(event_types: set[str]) -> set[str]:
+    """The metric ids whose readings events of these types can change."""
+    return {m.id for m in METRICS.values() if _FAMILY_EVENTS[m.family] & event_types}
 
 
 def wall_clock_ms() -> int:
@@ -113,60 +134,77 @@ class Evaluator:
         self.reads = 0  # reader calls made (for /metrics and the benchmark)
         self._states: dict[str, RuleState] | None = None
         self._saved: dict[str, RuleState] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one evaluation at a time
+        self._state_lock = threading.Lock()  # short: the states dicts
+        self._forgotten: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._poke: asyncio.Event | None = None
+        self._touched: set[str] = set()
+        self._touch_lock = threading.Lock()
 
     # ------------------------------------------------------------------------------------- evaluation
 
-    def evaluate(self, now_ms: int | None = None) -> list[Transition]:
-        """Evaluate every metric rule as of `now_ms` (default: the clock); returns the transitions."""
+    def evaluate(self, now_ms: int | None = None, metrics: set[str] | None = None) -> list[Transition]:
+        """Evaluate every metric rule (or those on `metrics`) as of `now_ms` (default: the clock); returns
+        the transitions. Evaluations run one at a time; `states()` and `forget()` never wait for one."""
         with self._lock:
             now = self.clock() if now_ms is None else now_ms
-            states = self._load()
+            with self._state_lock:
+                states = dict(self._load())
+                self._forgotten = set()
             nxt: dict[str, RuleState] = {}
             fired: list[tuple[MetricRule, Transition]] = []
             groups: dict[ReadKey, list[MetricRule]] = {}
             for rule in self.rules():
+                if metrics is not None and rule.metric not in metrics:
+                    continue
                 if rule.enabled:
                     groups.setdefault(ReadKey.of(rule), []).append(rule)
                 elif states.get(rule.id, RuleState()).state is not AlertState.OK:
                     self._step(rule, states, {}, now, nxt, fired)  # disabled: back to ok (resolved)
             for key, members in groups.items():
-                metrics = list(dict.fromkeys(r.metric for r in members))
+                ids = list(dict.fromkeys(r.metric for r in members))
                 try:
                     readings = self.reader.pulse(
-                        metrics, key.window_ms, now, key.filters_model(), baseline_ms=key.baseline_ms
+                        ids, key.window_ms, now, key.filters_model(), baseline_ms=key.baseline_ms
                     )
                 except Exception:  # one failing read must not stop the other groups
-                    log.exception("alert evaluation: reading %s for %s failed", metrics, key)
+                    log.exception("alert evaluation: reading %s for %s failed", ids, key)
                     continue
                 finally:
                     self.reads += 1
                 for rule in members:
                     self._step(rule, states, readings[rule.metric], now, nxt, fired)
-            self._write(fired, nxt, now)
-            states.update(nxt)
+            with self._state_lock:  # a rule deleted meanwhile keeps no state
+                gone = self._forgotten
+            fired = [(rule, t) for rule, t in fired if rule.id not in gone]
+            self._write(fired, {rid: st for rid, st in nxt.items() if rid not in gone}, now)
+            with self._state_lock:
+                live = self._load()
+                live.update({rid: st for rid, st in nxt.items() if rid not in self._forgotten})
         for rule, transition in fired:
             self._tell(rule, transition)
         return [t for _, t in fired]
 
     def states(self) -> dict[str, RuleState]:
         """The current state of every rule evaluated so far (loaded from the store at first use)."""
-        with self._lock:
+        with self._state_lock:
             return dict(self._load())
 
     def loaded(self) -> bool:
         return self._states is not None
 
     def forget(self, rule_id: str) -> None:
-        """Drop a deleted rule's state (the caller deletes its stored state)."""
-        with self._lock:
+        """Drop a deleted rule's state (the caller deletes its stored state); an evaluation under way
+        will not write it back."""
+        with self._state_lock:
             if self._states is not None:
                 self._states.pop(rule_id, None)
             self._saved.pop(rule_id, None)
+            self._forgotten.add(rule_id)
 
     def _load(self) -> dict[str, RuleState]:
+        """The states (loaded from the store the first time); call with `_state_lock` held."""
         if self._states is None:
             self._states = self.repo.states()
             self._saved = dict(self._states)
@@ -198,13 +236,14 @@ class Evaluator:
             self.on_notify()
         if fired:
             self.repo.add_transitions([t for _, t in fired])
+        with self._state_lock:
+            saved = dict(self._saved)
         changed = {
-            rid: s
-            for rid, s in nxt.items()
-            if rid not in self._saved or _meaningful(self._saved[rid]) != _meaningful(s)
+            rid: s for rid, s in nxt.items() if rid not in saved or _meaningful(saved[rid]) != _meaningful(s)
         }
         self.repo.put_states(changed)
-        self._saved.update(changed)
+        with self._state_lock:
+            self._saved.update({rid: st for rid, st in changed.items() if rid not in self._forgotten})
 
     def _tell(self, rule: MetricRule, transition: Transition) -> None:
         body = public_transition(rule, transition)
@@ -215,6 +254,18 @@ class Evaluator:
                 log.exception("alert transition listener failed")
 
     # ---------------------------------------------------------------------------------------- the loop
+
+    def touch(self, event_types: set[str]) -> None:
+        """Events of these types were just stored (the next event-triggered evaluation reads the rules they
+        affect). Safe from any thread; call before the change feed's `notify`."""
+        with self._touch_lock:
+            self._touched |= event_types
+
+    def _take_touched(self) -> set[str] | None:
+        """The metrics the events since the last call affect; None (all) when nobody said."""
+        with self._touch_lock:
+            types, self._touched = self._touched, set()
+        return metrics_changed_by(types) if types else None
 
     def wake(self) -> None:
         """Evaluate soon (a rule was added or changed). Safe from any thread."""
@@ -231,26 +282,34 @@ class Evaluator:
         feed: ChangeFeed | None = None,
         debounce_s: float = DEBOUNCE_S,
     ) -> None:
-        """Evaluate now, then every `interval_s`, and within `debounce_s` of a change on `feed` or a
-        `wake()`, until `stop` is set. A failed evaluation is logged and retried at the next turn."""
+        """Evaluate every rule now and every `interval_s`; the rules new events affect within `debounce_s`
+        of a change on `feed`; every rule soon after a `wake()`; until `stop` is set. A failed evaluation
+        is logged and tried again at the next turn."""
         self._loop, self._poke = asyncio.get_running_loop(), asyncio.Event()
         poke = self._poke
         seen = feed.version if feed is not None else 0
-        last, due = float("-inf"), 0.0
+        last_end, took, due = float("-inf"), 0.0, 0.0
         while not stop.is_set():
             now = time.monotonic()
-            changed = poke.is_set() or (feed is not None and feed.version > seen)
-            if now >= due or (changed and now - last >= debounce_s):
+            poked = poke.is_set()
+            changed = poked or (feed is not None and feed.version > seen)
+            ready_at = last_end + max(debounce_s, took)  # at most half the time busy
+            if now >= due or (changed and now >= ready_at):
+                full = now >= due or poked
                 poke.clear()
                 seen = feed.version if feed is not None else 0
+                touched = self._take_touched()
+                started = time.monotonic()
                 try:
-                    await asyncio.to_thread(self.evaluate)
+                    await asyncio.to_thread(self.evaluate, None, None if full else touched)
                 except Exception:
                     log.exception("alert evaluation failed")
-                last = time.monotonic()
-                due = last + interval_s
+                last_end = time.monotonic()
+                took = last_end - started
+                if full:
+                    due = last_end + interval_s
                 continue
-            timeout = (last + debounce_s if changed else due) - now
+            timeout = (ready_at if changed else due) - now
             await _first_of(stop, poke, feed, seen, timeout, changed)
 
 

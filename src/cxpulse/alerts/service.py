@@ -40,6 +40,7 @@ from cxpulse.domain.alerts.rules import (
     ResponseRule,
     Rule,
     RuleError,
+    mask_url,
     parse_rule,
     rule_to_json,
 )
@@ -271,7 +272,7 @@ class AlertService:
                 attempts.setdefault(a.id, []).append(
                     {
                         "target_index": a.target_index,
-                        "target": {"type": a.target_type, "url": a.url},
+                        "target": {"type": a.target_type, "url": _shown_url(a.target_type, a.url)},
                         "attempt": a.attempt,
                         "at": iso_ms(a.at_ms),
                         "duration_ms": a.duration_ms,
@@ -321,12 +322,17 @@ class AlertService:
 def _target_status(d: Delivery) -> dict[str, Any]:
     return {
         "target_index": d.target_index,
-        "target": {"type": d.target.type, "url": d.target.url},
+        "target": {"type": d.target.type, "url": _shown_url(d.target.type, d.target.url)},
         "status": str(d.status),
         "attempts": d.attempts,
         "next_attempt_at": iso_ms(d.next_attempt_ms) if d.status == "pending" else None,
         "last_result": d.last_result,
     }
+
+
+def _shown_url(target_type: str, url: str) -> str:
+    """A Slack webhook URL is a credential: listed masked, like it is in the rule."""
+    return mask_url(url) if target_type == "slack" else url
 
 
 def _orphan_transition(t: Transition) -> dict[str, Any]:

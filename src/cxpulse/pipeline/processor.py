@@ -42,7 +42,8 @@ class Processor:
     """Single writer of the embedded store. Events are inserted synchronously (that is the commit). Facts
     and keyed state are written with them when the writer is idle, and behind them — coalesced per key, at
     least every `flush_interval_s` — while more batches are queued; recovery replays whatever the last
-    flush did not cover. `on_commit` (if set) is called after every batch that stored events;
+    flush did not cover. `on_commit` (if set) is called after every batch that stored events, and
+    `on_types` with the event types it stored (the alert evaluator re-reads only what they change);
     `responses`, `outbox` and `on_notify`: close-the-loop (see the module docstring)."""
 
     def __init__(
@@ -52,6 +53,7 @@ class Processor:
         flush_interval_s: float = 0.5,
         flush_max_facts: int = 50_000,
         on_commit: Callable[[], None] | None = None,
+        on_types: Callable[[set[str]], None] | None = None,
         responses: ResponseRules = _no_rules,
         outbox: Outbox | None = None,
         on_notify: Callable[[], None] | None = None,
@@ -64,6 +66,7 @@ class Processor:
         self.flush_interval_s = flush_interval_s
         self.flush_max_facts = flush_max_facts
         self.on_commit = on_commit
+        self.on_types = on_types
         self._seq = 0
         self._flushed_seq = 0
         self._pending_facts: dict[FactKey, FactRow] = {}
@@ -128,6 +131,8 @@ class Processor:
             ):
                 self._flush()
             results = [done.result_of(batch) for batch in batches]
+        if done.rows and self.on_types is not None:
+            self.on_types({row["type"] for row in done.rows})
         if done.rows and self.on_commit is not None:
             self.on_commit()
         return results

@@ -40,6 +40,14 @@ class Reader(Protocol):
     ) -> dict[str, Reading]:
         """One reading per value of `by` seen in the window."""
 
+    def journey(self, window_ms: int, at_ms: int, filters: Filters) -> dict[str, dict[str, Reading]]:
+        """Every metric per touchpoint seen in the window, touchpoints in journey order (SPEC §7)."""
+
+    def outcomes(
+        self, survey: str, window_ms: int, horizon_ms: int, at_ms: int, filters: Filters
+    ) -> dict[str, Any]:
+        """`groups` and `significant` of SPEC §7: outcomes per group of the survey's cohort."""
+
     def series(
         self, metric_id: str, from_ms: int, to_ms: int, step_ms: int, filters: Filters
     ) -> list[dict[str, Any]]:
