@@ -18,12 +18,10 @@ import asyncio
 import base64
 import os
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +34,7 @@ from aiokafka.structs import OffsetAndMetadata
 from standardwebhooks import Webhook
 
 from tests.kafka_support import CXPULSE, ROOT, Proc, Procs, wait_until
+from tests.webhook_receiver import Received, Receiver
 
 pytestmark = pytest.mark.kafka
 
@@ -45,50 +44,6 @@ FAST = {
     "CXPULSE_KAFKA_SESSION_TIMEOUT_S": "6",
     "CXPULSE_BATCH_WITHIN_S": "0.1",
 }
-
-
-@dataclass
-class Hook:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> dict[str, Any]:
-        data: dict[str, Any] = orjson.loads(self.body)
-        return data
-
-
-class Receiver:
-    """A real HTTP server on 127.0.0.1 that answers 200 and keeps every request."""
-
-    def __init__(self) -> None:
-        self.hooks: list[Hook] = []
-        hooks = self.hooks
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                hooks.append(Hook(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-                self.send_response(200)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
-
-    def at(self, path: str) -> list[Hook]:
-        return [h for h in self.hooks if h.path == path]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -163,7 +118,7 @@ def answer(
     }
 
 
-def verified(hook: Hook) -> dict[str, Any]:
+def verified(hook: Received) -> dict[str, Any]:
     """The body, after checking the Standard Webhooks signature with the receiver's own library."""
     data: dict[str, Any] = Webhook(SECRET).verify(hook.body, hook.headers)
     return data
