@@ -3,7 +3,9 @@
 The store is chDB under the data dir, or a ClickHouse server when `CXPULSE_CLICKHOUSE_URL` is set; it is
 recovered from disk at start (keyed state loaded, batches after the last checkpoint replayed). The
 processor tells the change feed about every commit (the live stream and the KPI gauges follow it) and its
-inserts are timed for `/metrics`.
+inserts are timed for `/metrics`. Alerting (`AlertService`) shares the store: the processor matches
+answers against its response rules and puts their notifications in its outbox; `loops()` are the
+evaluator and the dispatcher, which the serving process runs next to the HTTP server.
 """
 
 from __future__ import annotations
@@ -13,16 +15,19 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 
+from cxpulse.alerts.service import AlertService
 from cxpulse.bus import EventBus
 from cxpulse.bus.inprocess import InProcessBus
 from cxpulse.config import Settings
 from cxpulse.live.feed import ChangeFeed
 from cxpulse.observability.metrics import ServiceMetrics, parse_metrics_windows
 from cxpulse.pipeline.processor import Processor
+from cxpulse.reading import PulseReader
 from cxpulse.store import Store, migrate, open_store
 from cxpulse.store.instrumented import InstrumentedStore
 from cxpulse.store.repository import Repository
 from services.api.app import create_app
+from services.serving import Loop
 
 log = logging.getLogger("cxpulse.embedded")
 
@@ -34,6 +39,7 @@ class EmbeddedRuntime:
     bus: InProcessBus
     feed: ChangeFeed
     metrics: ServiceMetrics
+    alerts: AlertService
 
     @classmethod
     def open(cls, settings: Settings) -> EmbeddedRuntime:
@@ -43,13 +49,18 @@ class EmbeddedRuntime:
         metrics = ServiceMetrics(parse_metrics_windows(settings.metrics_windows))
         writes = InstrumentedStore(store, on_insert=metrics.observe_insert)
         processor = Processor(Repository(writes), on_commit=feed.notify)
+        alerts = AlertService(store, PulseReader(store, before_read=processor.flush), settings, feed=feed)
+        processor.responses = alerts.response_rules
+        processor.outbox = alerts.outbox
+        processor.on_notify = alerts.wake_dispatcher
+        processor.on_types = alerts.evaluator.touch
         replayed = processor.recover()
-        log.info("store ready (%d stateful events replayed since the last checkpoint)", replayed)
-        return cls(store, processor, InProcessBus(processor), feed, metrics)
+        log.info("store ready (%d events replayed since the last checkpoint)", replayed)
+        return cls(store, processor, InProcessBus(processor), feed, metrics, alerts)
 
     def app(self, settings: Settings, bus: EventBus | None = None) -> FastAPI:
         """The whole embedded service: ingest through the in-process bus (or `bus`: Kafka for
-        `run --kafka`, whose consumer feeds this processor), reads that see every 202."""
+        `run --kafka`, whose consumer feeds this processor), reads that see every 202, alert endpoints."""
         return create_app(
             self.store,
             settings,
@@ -57,7 +68,12 @@ class EmbeddedRuntime:
             before_read=self.processor.flush,
             feed=self.feed,
             metrics=self.metrics,
+            alerts=self.alerts,
         )
+
+    def loops(self) -> list[Loop]:
+        """Background work to run beside the HTTP server: alert evaluation and notification delivery."""
+        return self.alerts.loops()
 
     def close(self) -> None:
         self.processor.flush()

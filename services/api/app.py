@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from cxpulse.alerts.service import AlertService
 from cxpulse.bus import EventBus
 from cxpulse.config import Settings
 from cxpulse.http.app import service_app
@@ -20,6 +21,7 @@ from cxpulse.observability.metrics import ServiceMetrics, parse_metrics_windows
 from cxpulse.reading import PulseReader
 from cxpulse.store.base import Store, StoreError
 from cxpulse.store.instrumented import InstrumentedStore
+from services.api import alerts as alert_routes
 from services.api import routes, stream
 from services.api.dashboard import install_dashboard
 from services.api.metrics_route import metrics_router, pulse_source
@@ -35,12 +37,15 @@ def create_app(
     before_read: Callable[[], None] | None = None,
     feed: ChangeFeed | None = None,
     metrics: ServiceMetrics | None = None,
+    alerts: AlertService | None = None,
 ) -> FastAPI:
     """The app over `store`; with a `bus` it also ingests. `before_read` makes acknowledged writes visible
     to reads (the embedded processor writes facts behind events). `feed` tells the live stream and the KPI
     gauges about commits; without one they refresh on their heartbeat only. `metrics`: the instruments the
     writer side already reports to (store inserts, DLQ), else new ones; the alert evaluator sets
-    `app.state.metrics.alerts.counts` and publishes transitions on `app.state.pulse_hub`."""
+    `app.state.metrics.alerts.counts` and publishes transitions on `app.state.pulse_hub`. With `alerts` it
+    serves the alert endpoints and streams the evaluator's transitions (`event: alert`); the caller runs
+    `alerts.loops()`."""
     feed = feed or ChangeFeed()
     metrics = metrics or ServiceMetrics(parse_metrics_windows(settings.metrics_windows))
     # Every read-path query goes through here, so /metrics counts what the live views cost the store.
@@ -73,6 +78,11 @@ def create_app(
     app.include_router(stream.router)
     app.include_router(metrics_router(metrics.registry))
     install_dashboard(app)
+    if alerts is not None:
+        app.state.alerts = alerts
+        alerts.evaluator.listeners.append(app.state.pulse_hub.publish_alert)
+        metrics.alerts.counts = alerts.alert_counts
+        app.include_router(alert_routes.router)
     if bus is not None:
         app.state.bus = bus
         app.include_router(events_router)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from cxpulse.domain.windows import WindowError, parse_window
+from cxpulse.domain.windows import WindowError, parse_duration, parse_window
 
 
 class Settings(BaseSettings):
@@ -77,3 +77,42 @@ class Settings(BaseSettings):
                 except WindowError as exc:
                     raise ValueError(str(exc)) from None
         return text
+
+    rules_topic: str = Field(
+        "cx.rules",
+        description="Distributed: compacted Kafka topic (key rule id, tombstone on delete) through which the "
+        "API hands the alert rules (secrets stripped) to the workers.",
+    )
+    alerts_topic: str = Field(
+        "cx.alerts", description="Distributed: every notification is also published here (key: rule id)."
+    )
+    leader_topic: str = Field(
+        "cx.alerts.leader",
+        description="Distributed, ClickHouse server: one-partition topic whose consumer group elects the API "
+        "process that evaluates metric rules and delivers notifications.",
+    )
+    leader_group: str = Field("cxpulse-alerts-leader", description="Consumer group of that election.")
+    alert_interval: str = Field(
+        "10s",
+        description="Metric alert rules are evaluated this often (and within a second of new events).",
+    )
+    notify_retry_base_s: float = Field(
+        5.0, gt=0, description="Notification retries: the first delay; each further one doubles (±20%)."
+    )
+    notify_max_attempts: int = Field(
+        8, ge=1, description="Notification attempts per target before giving up."
+    )
+    notify_timeout_s: float = Field(10.0, gt=0, description="How long one notification attempt may take.")
+
+    @field_validator("alert_interval")
+    @classmethod
+    def _interval(cls, value: str) -> str:
+        try:
+            parse_duration(value, name="CXPULSE_ALERT_INTERVAL")
+        except WindowError as exc:
+            raise ValueError(str(exc)) from None
+        return value.strip()
+
+    @property
+    def alert_interval_s(self) -> float:
+        return parse_duration(self.alert_interval, name="CXPULSE_ALERT_INTERVAL") / 1000

@@ -7,6 +7,9 @@ API errors here, once:
     QueryError     (reading) → 400 invalid_parameter, naming the parameter
     BodyError      (http)    → 400 malformed_body, or 413 payload_too_large
     BusUnavailable (bus)     → 503 unavailable + Retry-After
+    RuleError      (domain)  → 422 invalid_rule, one detail per bad field
+    UnknownRule    (alerts)  → 404 unknown_rule
+    RuleExists     (alerts)  → 409 rule_exists
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from cxpulse.alerts.service import RuleExists, UnknownRule
 from cxpulse.bus.base import BusUnavailable
+from cxpulse.domain.alerts.rules import RuleError
 from cxpulse.domain.metrics import UnknownMetric
 from cxpulse.http.body import BodyError
 from cxpulse.reading.base import QueryError
@@ -62,10 +67,25 @@ def translate(exc: Exception) -> ApiError:
             f"events not accepted, retry later: {exc}",
             headers={"Retry-After": str(exc.retry_after_s)},
         )
+    if isinstance(exc, RuleError):
+        fields = ", ".join(dict.fromkeys(e["field"] or "(body)" for e in exc.errors))
+        return ApiError(422, "invalid_rule", f"the rule is not valid ({fields}): {exc}", exc.errors)
+    if isinstance(exc, UnknownRule):
+        return ApiError(404, "unknown_rule", str(exc))
+    if isinstance(exc, RuleExists):
+        return ApiError(409, "rule_exists", str(exc))
     raise TypeError(f"no API error for {exc!r}")
 
 
-TRANSLATED: tuple[type[Exception], ...] = (UnknownMetric, QueryError, BodyError, BusUnavailable)
+TRANSLATED: tuple[type[Exception], ...] = (
+    UnknownMetric,
+    QueryError,
+    BodyError,
+    BusUnavailable,
+    RuleError,
+    UnknownRule,
+    RuleExists,
+)
 
 
 def install_error_handlers(app: FastAPI) -> None:

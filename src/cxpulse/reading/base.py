@@ -24,9 +24,16 @@ class QueryError(ValueError):
 
 class Reader(Protocol):
     def pulse(
-        self, metric_ids: Sequence[str], window_ms: int, at_ms: int, filters: Filters
+        self,
+        metric_ids: Sequence[str],
+        window_ms: int,
+        at_ms: int,
+        filters: Filters,
+        baseline_ms: int | None = None,
     ) -> dict[str, Reading]:
-        """Readings of `[at − window, at)` and the window before it, per metric id."""
+        """Readings of `[at − window, at)` per metric id, compared with the window just before it — or,
+        with `baseline_ms`, with the `baseline_ms` span ending where the window starts (an alert rule's
+        `"baseline": "7d"`): `previous`, `delta` and `significant` then describe that comparison."""
 
     def breakdown(
         self, metric_id: str, by: Dimension, window_ms: int, at_ms: int, filters: Filters

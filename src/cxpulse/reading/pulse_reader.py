@@ -20,6 +20,7 @@ from cxpulse.domain.metrics import (
     stat_spans,
 )
 from cxpulse.domain.outcomes import outcome_groups, survey_groups
+from cxpulse.domain.windows import Grid, Span
 from cxpulse.reading.base import MAX_SERIES_POINTS, QueryError
 from cxpulse.reading.plan import plan_grids
 from cxpulse.store.base import Store
@@ -35,11 +36,19 @@ class PulseReader:
         self.before_read = before_read
 
     def pulse(
-        self, metric_ids: Sequence[str], window_ms: int, at_ms: int, filters: Filters
+        self,
+        metric_ids: Sequence[str],
+        window_ms: int,
+        at_ms: int,
+        filters: Filters,
+        baseline_ms: int | None = None,
     ) -> dict[str, Reading]:
-        """Readings of several metrics: one query per metric family."""
+        """Readings of several metrics: one query per metric family (per family and span length when
+        compared with a `baseline_ms` span, see `Reader.pulse`)."""
         metrics = [metric_by_id(m) for m in metric_ids]
         self._settle()
+        if baseline_ms is not None:
+            return self._against_baseline(metrics, window_ms, at_ms, filters, baseline_ms)
         grouped = self._grouped(metrics, window_ms, at_ms, filters, None)
         return {m.id: grouped[m.id][NO_GROUP] for m in metrics}
 
@@ -57,6 +66,36 @@ class PulseReader:
             g: {m.id: grouped[m.id].get(g) or _empty_reading(m, at_ms, window_ms) for m in metrics}
             for g in order
         }
+
+    def _against_baseline(
+        self, metrics: Sequence[Metric], window_ms: int, at_ms: int, filters: Filters, baseline_ms: int
+    ) -> dict[str, Reading]:
+        """Readings whose `previous` is the `baseline_ms` span ending at the window's start: the registry's
+        spans and builders with that span in the previous window's place, each distinct span's statistics
+        computed once per family (the active-customer family in one pass for all its spans)."""
+        needed: dict[str, list[Span]] = {}
+        for m in metrics:
+            current, _ = spans_for(m, at_ms, window_ms)
+            baseline = Span(current.start_ms - baseline_ms, current.start_ms)
+            needed[m.id] = stat_spans(m, current, baseline)
+        families: dict[Family, list[Metric]] = {}
+        for m in metrics:
+            families.setdefault(m.family, []).append(m)
+        stats: dict[tuple[str, Span], Stats] = {}
+        for family, family_metrics in families.items():
+            distinct = list(dict.fromkeys(s for m in family_metrics for s in needed[m.id]))
+            if family == Family.ACTIVE:
+                counts = active_span_stats(self.store, distinct, filters)[NO_GROUP]
+                stats.update({(m.id, s): counts[s] for m in family_metrics for s in needed[m.id]})
+                continue
+            for span in distinct:
+                length = span.end_ms - span.start_ms
+                grid = Grid(span.end_ms, length, 1, length)
+                per_metric = grid_stats(self.store, family_metrics, grid, filters)
+                for m in family_metrics:
+                    if span in needed[m.id]:
+                        stats[(m.id, span)] = per_metric[m.id][NO_GROUP][0]
+        return {m.id: reading(m, [stats[(m.id, s)] for s in needed[m.id]]) for m in metrics}
 
     def breakdown(
         self, metric_id: str, by: Dimension, window_ms: int, at_ms: int, filters: Filters
