@@ -1,9 +1,10 @@
 """`cxpulse` — the command line.
 
 `run` is the embedded mode (one process; `--kafka` puts Kafka between ingest and processing). The
-distributed shape is `ingest` (HTTP → Kafka), `aggregator` × N (Faust workers) and `api` (reads; with Kafka
-and no ClickHouse server it also loads the workers' output into its chDB store). `demo` and `rules`
-(`services/rules_cli.py`) are clients of a running service.
+distributed shape is `ingest` (HTTP → Kafka), `aggregator` × N (Faust workers) and `api` (reads and alerts;
+with Kafka it publishes the alert rules to the workers, and without a ClickHouse server it also loads the
+workers' output into its chDB store). `demo` and `rules` (`services/rules_cli.py`) are clients of a
+running service.
 """
 
 from __future__ import annotations
@@ -119,16 +120,22 @@ def cmd_aggregator(args: argparse.Namespace) -> int:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
+    """The read and alert API. With Kafka: it publishes the alert rules to the workers, evaluates and
+    delivers (alone with chDB, as the elected leader with a ClickHouse server — see docs/distributed.md),
+    and with chDB also loads the workers' output (cx.store) into its store."""
+    from cxpulse.alerts.service import AlertService
     from cxpulse.bus.kafka import ensure_topics
     from cxpulse.live.feed import ChangeFeed
     from cxpulse.live.poll import poll_changes
     from cxpulse.observability.metrics import ServiceMetrics, parse_metrics_windows
+    from cxpulse.reading import PulseReader
     from cxpulse.store import migrate, open_store
     from cxpulse.store.changes import write_marker
     from cxpulse.store.instrumented import InstrumentedStore
     from services.aggregator.loader import Loader
     from services.api.app import create_app
-    from services.serving import Loop, serve
+    from services.api.distributed import DistributedAlerting
+    from services.serving import Hook, Loop, serve
 
     settings = _settings(args)
     try:
@@ -137,30 +144,46 @@ def cmd_api(args: argparse.Namespace) -> int:
     except StoreError as exc:
         print(f"cxpulse: {exc}", file=sys.stderr)
         return 2
-    loops: list[Loop] = []
-    startup = []
     feed = ChangeFeed()
+    loops: list[Loop] = []
     metrics = ServiceMetrics(parse_metrics_windows(settings.metrics_windows))
+    startup: list[Hook] = []
+    shutdown: list[Hook] = []
     bootstrap = settings.kafka_bootstrap
-    if bootstrap and not settings.clickhouse_url:
-        writes = InstrumentedStore(store, on_insert=metrics.observe_insert)
-        loops.append(Loader(settings, writes, on_commit=feed.notify).run)
+    loading = ""
+    if bootstrap:
+        alerting = DistributedAlerting(settings, store, feed, elect=bool(settings.clickhouse_url))
+        alerts = alerting.service
+        if not settings.clickhouse_url:
 
-        async def topics() -> None:
-            await ensure_topics(bootstrap, [settings.store_topic], settings.kafka_partitions)
+            async def topics() -> None:
+                await ensure_topics(bootstrap, [settings.store_topic], settings.kafka_partitions)
 
-        startup.append(topics)
-        loading = f", loading {settings.store_topic} from {bootstrap}"
-    elif settings.clickhouse_url:  # the workers write straight to the server: watch it for their writes
+            startup.append(topics)
+            writes = InstrumentedStore(store, on_insert=metrics.observe_insert)
+            loader = Loader(
+                settings,
+                writes,
+                outbox=alerts.outbox,
+                after_write=alerting.after_write,
+                on_commit=feed.notify,
+            )
+            loops.append(loader.run)
+            loading = f", loading {settings.store_topic} from {bootstrap}"
+        startup.append(alerting.start)
+        shutdown.append(alerting.stop)
+        loops += alerting.loops()
+    else:  # no workers to feed: one process evaluates and delivers
+        alerts = AlertService(store, PulseReader(store), settings, feed=feed)
+        loops += alerts.loops()
+    if settings.clickhouse_url:  # the workers write straight to the server: watch it for their writes
         loops.append(partial(poll_changes, partial(write_marker, store), feed))
         loading = ", watching it for writes"
-    else:
-        loading = ""
+    app = create_app(store, settings, feed=feed, metrics=metrics, alerts=alerts)
     where = settings.clickhouse_url or f"chDB {settings.data_dir}"
     print(f"CX Pulse API on http://{settings.host}:{settings.port}  store: {where}{loading}", flush=True)
     try:
-        app = create_app(store, settings, feed=feed, metrics=metrics)
-        return asyncio.run(serve(app, settings.host, settings.port, loops, startup))
+        return asyncio.run(serve(app, settings.host, settings.port, loops, startup, shutdown))
     finally:
         store.close()
 

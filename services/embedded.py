@@ -49,7 +49,7 @@ class EmbeddedRuntime:
         metrics = ServiceMetrics(parse_metrics_windows(settings.metrics_windows))
         writes = InstrumentedStore(store, on_insert=metrics.observe_insert)
         processor = Processor(Repository(writes), on_commit=feed.notify)
-        reads = InstrumentedStore(store, on_query=metrics.count_read)
+        reads = InstrumentedStore(store, on_query=metrics.count_read)  # evaluator reads count on /metrics
         alerts = AlertService(store, PulseReader(reads, before_read=processor.flush), settings, feed=feed)
         processor.responses = alerts.response_rules
         processor.outbox = alerts.outbox

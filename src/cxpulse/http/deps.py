@@ -38,17 +38,17 @@ def get_bus(request: Request) -> EventBus:
     return bus
 
 
+def get_metrics(request: Request) -> ServiceMetrics:
+    """The app's Prometheus instruments (one `ServiceMetrics` per app)."""
+    metrics: ServiceMetrics = request.app.state.metrics
+    return metrics
+
+
 def get_alerts(request: Request) -> AlertService:
     alerts: AlertService | None = getattr(request.app.state, "alerts", None)
     if alerts is None:  # only apps built with an alert service route to the alert endpoints
         raise ApiError(404, "not_found", "this service does not manage alert rules")
     return alerts
-
-
-def get_metrics(request: Request) -> ServiceMetrics:
-    """The app's Prometheus instruments (one `ServiceMetrics` per app)."""
-    metrics: ServiceMetrics = request.app.state.metrics
-    return metrics
 
 
 def path_metric(metric: str) -> Metric:
