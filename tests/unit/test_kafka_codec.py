@@ -22,7 +22,7 @@ NOW = int(time.time() * 1000)
 
 def _events(n: int = 3000) -> list[Event]:
     out = []
-    for item in Workload(seed=7, customers=200, days=30).events(n):
+    for item in Workload(seed=7, customers=200, days=30, end_ms=NOW - 60_000).events(n):
         result = validate_event(item, NOW, 400)
         assert isinstance(result, Event), result
         out.append(result)

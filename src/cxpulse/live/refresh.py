@@ -39,8 +39,13 @@ async def refresh_on_change(
         if pause > 0:
             await asyncio.sleep(pause)
         seen = feed.version  # commits after this point trigger the next refresh
-        last = time.monotonic()
+
+        def timed() -> None:
+            nonlocal last
+            last = time.monotonic()  # when it really starts: a worker thread may start late under load
+            refresh()
+
         try:
-            await asyncio.to_thread(refresh)
+            await asyncio.to_thread(timed)
         except Exception:
             log.exception("refreshing a live cache failed; retrying after the next change")
