@@ -22,6 +22,7 @@ from cxpulse.domain.state import FactRow
 from cxpulse.pipeline.batch import EventRow, Step
 from cxpulse.store.base import Store
 from cxpulse.store.repository import Repository
+from cxpulse.store.rollups import mark_distributed
 
 #: `batch_seq` of rows written by the distributed path: the embedded processor's recovery replays batches
 #: with `batch_seq` above its checkpoint, so 0 keeps distributed rows out of it.
@@ -59,9 +60,17 @@ class StoreWriter:
 
     def __init__(self, store: Store) -> None:
         self.repo = Repository(store)
+        self._marked = False
 
     def write(self, outputs: Sequence[Output]) -> int:
-        """Store the outputs' rows; returns how many event rows were new."""
+        """Store the outputs' rows; returns how many event rows were new.
+
+        Rows written here are not rolled up (several workers may write at once, and customer numbers need
+        one sequencer), so the store is marked first: its readings then come from the raw SQL.
+        """
+        if not self._marked:
+            mark_distributed(self.repo.store)
+            self._marked = True
         unique: dict[str, EventRow] = {}
         facts: list[tuple[str, FactRow]] = []
         for out in outputs:

@@ -1,10 +1,12 @@
 """The embedded processor: one writer that turns validated events into stored events, state and facts.
 
 Each batch goes through the shared `batch.step` (dedup against the store's ids, fold into keyed state),
-then: insert events (the durable point: a 202 may be sent after this) → facts and keyed state behind.
-A flush upserts the changed facts, then the changed state together with the checkpoint. After a crash
-anywhere past the events insert, `recover()` replays the batches after the last checkpoint; the step is
-idempotent, so replaying is safe.
+then: insert events (the durable point: a 202 may be sent after this) → facts, rollups and keyed state
+behind. A flush writes the changed facts (signed rows: the previous version retracted, then upserts),
+catches the rollups up with the stored batches, then writes the changed state together with the
+checkpoint. After a crash anywhere past the events insert, `recover()` replays the batches after the last
+checkpoint; the step is idempotent, so replaying is safe, and the signed fact rows of the replayed
+customers are reconciled with what the store holds.
 """
 
 from __future__ import annotations
@@ -14,9 +16,15 @@ import time
 from collections.abc import Callable, Sequence
 
 from cxpulse.domain.events import Event
-from cxpulse.domain.state import CustomerState, FactRow
+from cxpulse.domain.state import CASES, FACT_ID, SUBSCRIPTIONS, TRIALS, CustomerState, FactRow
 from cxpulse.pipeline.batch import Delivery, FactKey, PublishResult, Step, fold, step
 from cxpulse.store.repository import Repository
+from cxpulse.store.rollups import Rollups, content
+
+#: Where a fact's holder lives in its customer's state; the processor notes in it (`flushed`) the content
+#: it last wrote to the signed fact tables, which the next change retracts.
+_HOLDERS = {CASES: "cases", TRIALS: "trials", SUBSCRIPTIONS: "starts"}
+FLUSHED = "flushed"
 
 #: Recovery replays about this many events at a time (bounded memory after a large import).
 REPLAY_PART_SIZE = 200_000
@@ -37,6 +45,7 @@ class Processor:
         on_commit: Callable[[], None] | None = None,
     ) -> None:
         self.repo = repo
+        self.rollups = Rollups(repo.store)
         self.states: dict[str, CustomerState] = {}
         self.flush_interval_s = flush_interval_s
         self.flush_max_facts = flush_max_facts
@@ -56,6 +65,9 @@ class Processor:
         """
         with self._lock:
             self.states = self.repo.load_states()
+            for state in self.states.values():
+                for holder in _holders(state):
+                    holder.setdefault(FLUSHED, holder["emitted"])  # as written at the checkpoint
             checkpoint = self._flushed_seq = self.repo.checkpoint()
             self._seq = self.repo.last_batch_seq()
             total = self.repo.count_stateful_after(checkpoint)
@@ -65,9 +77,41 @@ class Processor:
                 replayed = Step()  # already stored: only their effect on the keyed state is redone
                 for event in events:
                     fold(event, self.states, replayed)
+                self._reconcile(sorted({e.customer_id for e in events}))
                 self._keep(replayed)
                 self._flush(checkpoint=checkpoint if part < parts - 1 else self._seq)
+            self.rollups.catch_up(self._seq)
             return total
+
+    def _reconcile(self, customer_ids: list[str]) -> None:
+        """Bring the signed fact rows of replayed customers in line with their state.
+
+        A flush interrupted after writing signed rows but before saving the state leaves rows the saved
+        state does not know about; whatever the tables hold for these customers is compared with the
+        facts their state now emits, and the difference written.
+        """
+        held: dict[tuple[str, str, str], list[tuple[FactRow, int]]] = {}
+        for table, row, net in self.rollups.net_facts(customer_ids):
+            held.setdefault((table, row["customer_id"], row[FACT_ID[table]]), []).append((row, net))
+        changes: list[tuple[str, FactRow | None, FactRow | None]] = []
+        for cid in customer_ids:
+            state = self.states.get(cid)
+            for table, key in _holder_keys(state):
+                holder = state[_HOLDERS[table]][key] if state else {}
+                want = None
+                if holder.get("emitted") is not None:
+                    want = content(table, {**holder["emitted"], "customer_id": cid})
+                rows = held.pop((table, cid, key), [])
+                for row, net in rows:
+                    extra = net - (1 if row == want else 0)
+                    changes += [(table, row, None)] * max(0, extra) + [(table, None, row)] * max(0, -extra)
+                if want is not None and all(row != want for row, _ in rows):
+                    changes.append((table, None, want))
+                if holder:
+                    holder[FLUSHED] = holder["emitted"]
+        for (table, _, _), rows in held.items():  # facts no state knows (cannot happen): retract them
+            changes += [(table, row, None) for row, net in rows for _ in range(net)]
+        self.rollups.write_facts(changes)
 
     def process(self, events: Sequence[Event]) -> PublishResult:
         """Store `events` exactly once and update everything derived from them."""
@@ -114,8 +158,35 @@ class Processor:
         self._last_flush = time.monotonic()
         if checkpoint == self._flushed_seq and not self._pending_facts and not self._pending_states:
             return
+        changed = []
+        for table, cid, fact_id in self._pending_facts:
+            holder = self.states[cid][_HOLDERS[table]][fact_id]
+            if holder.get(FLUSHED) != holder["emitted"]:
+                changed.append((holder, table, cid))
+        self.rollups.write_facts(
+            (table, _signed(table, holder.get(FLUSHED), cid), _signed(table, holder["emitted"], cid))
+            for holder, table, cid in changed
+        )
+        for holder, _, _ in changed:
+            holder[FLUSHED] = holder["emitted"]
         self.repo.upsert_facts((table, row) for (table, _, _), row in self._pending_facts.items())
+        self.rollups.catch_up(self._seq)
         self.repo.save_states({cid: self.states[cid] for cid in self._pending_states}, checkpoint=checkpoint)
         self._pending_facts.clear()
         self._pending_states.clear()
         self._flushed_seq = checkpoint
+
+
+def _signed(table: str, fact: FactRow | None, customer_id: str) -> FactRow | None:
+    return None if fact is None else content(table, {**fact, "customer_id": customer_id})
+
+
+def _holders(state: CustomerState) -> list[dict[str, object]]:
+    return [h for key in _HOLDERS.values() for h in state[key].values()]
+
+
+def _holder_keys(state: CustomerState | None) -> list[tuple[str, str]]:
+    """(fact table, fact id) of every fact holder in a customer's state."""
+    if state is None:
+        return []
+    return [(table, key) for table, field in _HOLDERS.items() for key in state[field]]

@@ -20,7 +20,11 @@ def open_store(settings: Settings) -> Store:
 
 
 def migrate(store: Store) -> None:
-    """Bring the schema up to date, and refill the in-memory id set (a Set table is not persisted)."""
+    """Bring the schema up to date, and refill the in-memory id set and customer number index (Set and
+    Join tables that are not persisted)."""
     apply_migrations(store)
     db = store.database
     store.execute(f"INSERT INTO {db}.event_ids SELECT sipHash128(event_id) FROM {db}.events")
+    store.execute(
+        f"INSERT INTO {db}.customer_number_index SELECT customer_key, num FROM {db}.customer_numbers"
+    )

@@ -12,6 +12,10 @@ Two query shapes, both a single scan:
   bit mask of the spans it was active in (one hash table), then a count per span.
 
 Filter values and numbers are bound as query parameters; identifiers are fixed here.
+
+When the store keeps rollups (`rollups.rollups_readable`), the same statistics come from them instead
+(`rollup_reads`: event families from day/hour buckets plus raw edges, fact families from the signed,
+time-ordered fact tables); the raw SQL here stays the reference and the path of distributed stores.
 """
 
 from __future__ import annotations
@@ -21,20 +25,27 @@ from typing import Any
 
 from cxpulse.domain.metrics import SPAN_END, Dimension, Family, Filters, Metric, Stats
 from cxpulse.domain.windows import Grid, Span
+from cxpulse.store import rollup_reads
 from cxpulse.store.base import Store
+from cxpulse.store.rollups import rollups_readable
 
 NO_GROUP = ""
 _FAR = "9223372036854775807"
 _END = SPAN_END  # end of span `idx`
 _START = f"({_END} - {{length:Int64}})"
 
-#: Per family: the table, the time column placing a row in spans, and the rows it reads.
-_SOURCES: dict[Family, tuple[str, str, str]] = {
-    Family.SURVEY: ("events", "occurred_ms", "type = 'survey_answer'"),
-    Family.REFERRAL: ("events", "occurred_ms", "type = 'purchase'"),
-    Family.ACTIVE: ("events", "occurred_ms", "1"),
-    Family.CASES: ("cases FINAL", "resolved_ms", "1"),
-    Family.TRIALS: ("trials FINAL", "outcome_ms", "1"),
+#: Per family: the table, the time column placing a row in spans, the rows it reads and their weight.
+_SOURCES: dict[Family, tuple[str, str, str, str]] = {
+    Family.SURVEY: ("events", "occurred_ms", "type = 'survey_answer'", "toInt8(1)"),
+    Family.REFERRAL: ("events", "occurred_ms", "type = 'purchase'", "toInt8(1)"),
+    Family.ACTIVE: ("events", "occurred_ms", "1", "toInt8(1)"),
+    Family.CASES: ("cases FINAL", "resolved_ms", "1", "toInt8(1)"),
+    Family.TRIALS: ("trials FINAL", "outcome_ms", "1", "toInt8(1)"),
+}
+#: The fact families over the signed, time-ordered fact tables (a changed fact: its old row at −1).
+_SIGNED_SOURCES: dict[Family, tuple[str, str, str, str]] = {
+    Family.CASES: ("case_facts", "resolved_ms", "1", "sign"),
+    Family.TRIALS: ("trial_facts", "outcome_ms", "1", "sign"),
 }
 
 
@@ -47,10 +58,15 @@ def _filter_sql(filters: Filters, params: dict[str, Any]) -> str:
 
 
 def _grid_query(
-    metrics: Sequence[Metric], filters: Filters, group: str, grid: Grid, params: dict[str, Any]
+    metrics: Sequence[Metric],
+    filters: Filters,
+    group: str,
+    grid: Grid,
+    params: dict[str, Any],
+    sources: dict[Family, tuple[str, str, str, str]] = _SOURCES,
 ) -> str:
     """Statistics per (span, group) for metrics of one family over the rows whose time falls in a span."""
-    source, time_col, where = _SOURCES[metrics[0].family]
+    source, time_col, where, weight = sources[metrics[0].family]
     selects = _statistics(metrics)
     if len(metrics) == 1 and metrics[0].family == Family.SURVEY:
         where += f" AND {metrics[0].condition}"  # one survey: narrow the scan by the sort key
@@ -64,7 +80,8 @@ def _grid_query(
             f" least({{count:Int64}}, intDiv({offset} + {{length:Int64}}, {{step:Int64}}))) AS idx"
         )
     return (
-        f"SELECT {index}, {group} AS g, {', '.join(selects)} FROM {{db:Identifier}}.{source}{array_join} "
+        f"WITH {weight} AS w SELECT {index}, {group} AS g, {', '.join(selects)} "
+        f"FROM {{db:Identifier}}.{source}{array_join} "
         f"WHERE {where} AND {time_col} >= {{lo:Int64}} AND {time_col} < {{hi:Int64}}"
         f"{_filter_sql(filters, params)} GROUP BY idx, g"
     )
@@ -100,6 +117,33 @@ def _subscriptions_query(
     )
 
 
+def _signed_subscriptions_query(
+    metrics: Sequence[Metric], filters: Filters, group: str, params: dict[str, Any]
+) -> str:
+    """`_subscriptions_query` over the signed subscription facts: per customer, the signed count of its
+    current intervals active at the span start (0 or 1: a customer's intervals never overlap), churned in
+    the span, active at its end; the group is taken from the interval active at the start."""
+    end = f"least(ifNull(next_start_ms, {_FAR}), ifNull(cancel_ms, {_FAR}))"
+    at_start = f"started_ms < {_START} AND {_START} <= {end}"
+    at_end = f"started_ms < {_END} AND {_END} <= {end}"
+    dims = "1" + _filter_sql(filters, params)
+    first = "greatest(0, intDiv(started_ms - {origin:Int64}, {step:Int64}))"
+    reach = f"least({end}, {{hi:Int64}}) - {{origin:Int64}} + {{length:Int64}}"
+    last = f"least({{count:Int64}} - 1, intDiv({reach}, {{step:Int64}}) - 1)"
+    return (
+        f"SELECT idx, g, {', '.join(_statistics(metrics))} FROM ("
+        " SELECT customer_key, idx, max(s0g) AS s0, max(churned_g) AS churned, sum(e1p) > 0 AS e1,"
+        " anyIf(gp, s0g) AS g FROM ("
+        f"  SELECT customer_key, idx, {group} AS gp, sum(sign * ({at_start} AND {dims})) > 0 AS s0g,"
+        f"  sum(sign * ({at_start} AND {dims} AND ifNull(cancel_ms, {_FAR}) < {_END})) > 0 AS churned_g,"
+        f"  sum(sign * ({at_end})) AS e1p"
+        f"  FROM {{db:Identifier}}.subscription_facts ARRAY JOIN range({first}, {last} + 1) AS idx"
+        f"  WHERE started_ms < {{hi:Int64}} AND {end} >= {{lo:Int64}} GROUP BY customer_key, idx, gp"
+        " ) GROUP BY customer_key, idx"
+        ") WHERE s0 GROUP BY idx, g"
+    )
+
+
 def grid_stats(
     store: Store,
     metrics: Sequence[Metric],
@@ -122,14 +166,25 @@ def grid_stats(
     }
     group = by.value if by else "''"
     flt = filters or Filters()
-    if metrics[0].family == Family.SUBSCRIPTIONS:
-        sql = _subscriptions_query(metrics, flt, group, params)
+    family = metrics[0].family
+    rollups = rollups_readable(store)
+    rows: list[list[Any]]
+    if rollups and family in (Family.SURVEY, Family.REFERRAL) and grid.count <= rollup_reads.MAX_SPANS:
+        rows = rollup_reads.counts_stats(store, metrics, rollup_reads.grid_spans(grid), flt, by)
+    elif rollups and family == Family.ACTIVE and grid.count <= rollup_reads.MAX_SPANS:
+        rows = rollup_reads.active_stats(store, rollup_reads.grid_spans(grid), flt, by)
+    elif rollups and family in _SIGNED_SOURCES:
+        rows = store.rows(_grid_query(metrics, flt, group, grid, params, _SIGNED_SOURCES), params)
+    elif rollups and family == Family.SUBSCRIPTIONS:
+        rows = store.rows(_signed_subscriptions_query(metrics, flt, group, params), params)
+    elif family == Family.SUBSCRIPTIONS:
+        rows = store.rows(_subscriptions_query(metrics, flt, group, params), params)
     else:
-        sql = _grid_query(metrics, flt, group, grid, params)
+        rows = store.rows(_grid_query(metrics, flt, group, grid, params), params)
     widths = [len(m.statistics) for m in metrics]
     offsets = [sum(widths[:i]) for i in range(len(metrics))]
     out: dict[str, dict[str, list[Stats]]] = {m.id: {} for m in metrics}
-    for idx, g, *values in store.rows(sql, params):
+    for idx, g, *values in rows:
         if not 0 <= idx < grid.count:
             continue
         for metric, offset, width in zip(metrics, offsets, widths, strict=True):
@@ -152,6 +207,12 @@ def active_span_stats(
     """
     if not 0 < len(spans) <= 64:
         raise ValueError(f"active_span_stats takes 1 to 64 spans, not {len(spans)}")
+    if rollups_readable(store):
+        counts = {
+            idx: count
+            for idx, _, count in rollup_reads.active_stats(store, spans, filters or Filters(), None)
+        }
+        return {span: (counts.get(i, 0),) for i, span in enumerate(spans)}
     params: dict[str, Any] = {
         "db": store.database,
         "lo": min(s.start_ms for s in spans),

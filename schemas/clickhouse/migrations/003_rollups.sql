@@ -1,0 +1,172 @@
+-- Migration 003: rollups, so that a reading costs days, not events (issue 9).
+-- `{db}` is replaced by the configured database name. Statements are separated by ';' at line end.
+--
+-- Event rollups hold whole days (and, for active customers, whole hours) of events; a reading takes the
+-- whole buckets inside its spans from them and the partial edges from `events` (store/rollups.py). They
+-- are written by the single writer (the embedded processor) with `INSERT … SELECT … GROUP BY` from the
+-- batches it stored, and each row carries `upto`: the last batch_seq the table covers. A reading also takes
+-- every event of a batch after a table's `max(upto)` from `events`, so a rollup that lags never changes a
+-- reading — nor does a late event: it lands in its own day's bucket at the next catch-up.
+-- Fact tables ordered by time hold signed rows: a fact that changes is retracted (sign −1, its old row)
+-- and re-added (+1), so a window reads only its own slice and sums the signs.
+
+-- Recent batches are found through a minmax index on batch_seq (rollup catch-up, unrolled rows).
+ALTER TABLE {db}.events ADD INDEX IF NOT EXISTS batch_seq_minmax batch_seq TYPE minmax GRANULARITY 1;
+
+ALTER TABLE {db}.events MATERIALIZE INDEX batch_seq_minmax SETTINGS mutations_sync = 2;
+
+-- Dense customer numbers (1, 2, …) by customer_key, assigned once per customer when its first batch is
+-- rolled up: the active-customer rollups are roaring bitmaps of these, hundreds of times faster to merge
+-- than bitmaps of 64-bit hashes.
+CREATE TABLE IF NOT EXISTS {db}.customer_numbers
+(
+    customer_key UInt64,
+    num          UInt32
+)
+ENGINE = MergeTree
+ORDER BY num;
+
+-- The same numbers in memory for `joinGet` lookups; refilled from customer_numbers when a store is opened.
+CREATE TABLE IF NOT EXISTS {db}.customer_number_index
+(
+    customer_key UInt64,
+    num          UInt32
+)
+ENGINE = Join(ANY, LEFT, customer_key)
+SETTINGS persistent = 0;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.customer_number_index_mv TO {db}.customer_number_index
+AS SELECT customer_key, num FROM {db}.customer_numbers;
+
+-- Survey answers and purchases counted per day and by everything their metrics read.
+CREATE TABLE IF NOT EXISTS {db}.event_counts_1d
+(
+    bucket      Int64,
+    type        LowCardinality(String),
+    survey      LowCardinality(String),
+    touchpoint  LowCardinality(String),
+    channel     LowCardinality(String),
+    segment     LowCardinality(String),
+    scale       UInt8,
+    score       Int16,
+    referral    UInt8,
+    n           SimpleAggregateFunction(sum, UInt64),
+    upto        SimpleAggregateFunction(max, UInt64)
+)
+ENGINE = AggregatingMergeTree
+ORDER BY (type, survey, bucket, touchpoint, channel, segment, scale, score, referral);
+
+-- Active customers per day and per hour, over all dimensions and per (touchpoint, channel, segment).
+CREATE TABLE IF NOT EXISTS {db}.active_1d
+(
+    bucket     Int64,
+    customers  AggregateFunction(groupBitmap, UInt32),
+    upto       SimpleAggregateFunction(max, UInt64)
+)
+ENGINE = AggregatingMergeTree
+ORDER BY bucket;
+
+CREATE TABLE IF NOT EXISTS {db}.active_1h
+(
+    bucket     Int64,
+    customers  AggregateFunction(groupBitmap, UInt32),
+    upto       SimpleAggregateFunction(max, UInt64)
+)
+ENGINE = AggregatingMergeTree
+ORDER BY bucket;
+
+CREATE TABLE IF NOT EXISTS {db}.active_dims_1d
+(
+    bucket      Int64,
+    touchpoint  LowCardinality(String),
+    channel     LowCardinality(String),
+    segment     LowCardinality(String),
+    customers   AggregateFunction(groupBitmap, UInt32),
+    upto        SimpleAggregateFunction(max, UInt64)
+)
+ENGINE = AggregatingMergeTree
+ORDER BY (bucket, touchpoint, channel, segment);
+
+CREATE TABLE IF NOT EXISTS {db}.active_dims_1h
+(
+    bucket      Int64,
+    touchpoint  LowCardinality(String),
+    channel     LowCardinality(String),
+    segment     LowCardinality(String),
+    customers   AggregateFunction(groupBitmap, UInt32),
+    upto        SimpleAggregateFunction(max, UInt64)
+)
+ENGINE = AggregatingMergeTree
+ORDER BY (bucket, touchpoint, channel, segment);
+
+-- Signed fact rows ordered by the time that places them in a window (the ReplacingMergeTree tables of
+-- migration 001 stay the facts' upsert store and the distributed path's output).
+CREATE TABLE IF NOT EXISTS {db}.case_facts
+(
+    resolved_ms   Int64,
+    customer_id   String,
+    case_id       String,
+    first_ms      Int64,
+    contacts      UInt32,
+    recontact_ms  Nullable(Int64),
+    touchpoint    LowCardinality(String),
+    channel       LowCardinality(String),
+    segment       LowCardinality(String),
+    sign          Int8
+)
+ENGINE = MergeTree
+ORDER BY (resolved_ms, customer_id, case_id);
+
+CREATE TABLE IF NOT EXISTS {db}.trial_facts
+(
+    outcome_ms   Int64,
+    customer_id  String,
+    trial_id     String,
+    started_ms   Int64,
+    converted    UInt8,
+    touchpoint   LowCardinality(String),
+    channel      LowCardinality(String),
+    segment      LowCardinality(String),
+    sign         Int8
+)
+ENGINE = MergeTree
+ORDER BY (outcome_ms, customer_id, trial_id);
+
+CREATE TABLE IF NOT EXISTS {db}.subscription_facts
+(
+    started_ms     Int64,
+    customer_id    String,
+    start_id       String,
+    next_start_ms  Nullable(Int64),
+    cancel_ms      Nullable(Int64),
+    touchpoint     LowCardinality(String),
+    channel        LowCardinality(String),
+    segment        LowCardinality(String),
+    sign           Int8,
+    customer_key   UInt64 MATERIALIZED cityHash64(customer_id)
+)
+ENGINE = MergeTree
+ORDER BY (started_ms, customer_id, start_id);
+
+-- The facts stored so far, once (a store upgraded to this migration keeps its readings).
+INSERT INTO {db}.case_facts
+SELECT resolved_ms, customer_id, case_id, first_ms, contacts, recontact_ms, touchpoint, channel, segment, 1
+FROM {db}.cases FINAL;
+
+INSERT INTO {db}.trial_facts
+SELECT outcome_ms, customer_id, trial_id, started_ms, converted, touchpoint, channel, segment, 1
+FROM {db}.trials FINAL;
+
+INSERT INTO {db}.subscription_facts
+SELECT started_ms, customer_id, start_id, next_start_ms, cancel_ms, touchpoint, channel, segment, 1
+FROM {db}.subscriptions FINAL;
+
+-- Flags about how the store is written; `distributed` = 1 once a distributed writer (loader or worker)
+-- stored rows: those are neither numbered nor rolled up, so readings then come from raw SQL.
+CREATE TABLE IF NOT EXISTS {db}.rollup_state
+(
+    name   String,
+    value  UInt64
+)
+ENGINE = ReplacingMergeTree(value)
+ORDER BY name
