@@ -32,7 +32,7 @@ class EmbeddedRuntime:
     @classmethod
     def open(cls, settings: Settings) -> EmbeddedRuntime:
         store = open_store(settings)
-        migrate(store)
+        migrate(store, ids_in_background=True)
         feed = ChangeFeed()
         processor = Processor(Repository(store), on_commit=feed.notify)
         replayed = processor.recover()

@@ -37,11 +37,15 @@ def test_a_span_inside_one_hour_is_raw() -> None:
 
 @given(
     st.lists(
-        st.tuples(st.integers(0, 40 * DAY_MS), st.integers(0, 40 * DAY_MS)).map(sorted), min_size=1, max_size=5
+        st.tuples(st.integers(0, 40 * DAY_MS), st.integers(0, 40 * DAY_MS)).map(sorted),
+        min_size=1,
+        max_size=5,
     ),
     st.sampled_from([[DAY_MS], [DAY_MS, HOUR], [HOUR]]),
 )
-def test_pieces_cover_each_span_exactly_with_aligned_buckets(bounds: list[list[int]], sizes: list[int]) -> None:
+def test_pieces_cover_each_span_exactly_with_aligned_buckets(
+    bounds: list[list[int]], sizes: list[int]
+) -> None:
     spans = [Span(T + a, T + b) for a, b in bounds]
     p = split(spans, sizes)
     for i, span in enumerate(spans):

@@ -2,11 +2,11 @@
 -- `{db}` is replaced by the configured database name. Statements are separated by ';' at line end.
 --
 -- Event rollups hold whole days (and, for active customers, whole hours) of events; a reading takes the
--- whole buckets inside its spans from them and the partial edges from `events` (store/rollups.py). They
--- are written by the single writer (the embedded processor) with `INSERT … SELECT … GROUP BY` from the
--- batches it stored, and each row carries `upto`: the last batch_seq the table covers. A reading also takes
--- every event of a batch after a table's `max(upto)` from `events`, so a rollup that lags never changes a
--- reading — nor does a late event: it lands in its own day's bucket at the next catch-up.
+-- whole buckets inside its spans from them and the partial edges from `events` (store/rollup_reads.py).
+-- They are written by the single writer (the embedded processor) with `INSERT … SELECT … GROUP BY` from
+-- the batches it stored, and each row carries `upto`: the last batch_seq the table covers. A reading takes
+-- what a table does not cover yet from `events`, so a rollup that lags never changes a reading — nor does
+-- a late event: it lands in its own day's bucket at the next catch-up.
 -- Fact tables ordered by time hold signed rows: a fact that changes is retracted (sign −1, its old row)
 -- and re-added (+1), so a window reads only its own slice and sums the signs.
 
@@ -38,12 +38,17 @@ SETTINGS persistent = 0;
 CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.customer_number_index_mv TO {db}.customer_number_index
 AS SELECT customer_key, num FROM {db}.customer_numbers;
 
+-- Rollup rows are kept for five sets of dimensions (`dims`, a mask: touchpoint 4, channel 2, segment 1):
+-- none (0), each alone (4, 2, 1) and all three (7); a dimension outside the set is ''. A reading takes the
+-- smallest set holding its filters and breakdown, so an unfiltered pulse reads one row per bucket.
+
 -- Survey answers and purchases counted per day and by everything their metrics read.
 CREATE TABLE IF NOT EXISTS {db}.event_counts_1d
 (
-    bucket      Int64,
     type        LowCardinality(String),
     survey      LowCardinality(String),
+    dims        UInt8,
+    bucket      Int64,
     touchpoint  LowCardinality(String),
     channel     LowCardinality(String),
     segment     LowCardinality(String),
@@ -54,29 +59,25 @@ CREATE TABLE IF NOT EXISTS {db}.event_counts_1d
     upto        SimpleAggregateFunction(max, UInt64)
 )
 ENGINE = AggregatingMergeTree
-ORDER BY (type, survey, bucket, touchpoint, channel, segment, scale, score, referral);
+ORDER BY (type, survey, dims, bucket, touchpoint, channel, segment, scale, score, referral);
 
--- Active customers per day and per hour, over all dimensions and per (touchpoint, channel, segment).
+-- Active customers per day and per hour.
 CREATE TABLE IF NOT EXISTS {db}.active_1d
 (
-    bucket     Int64,
-    customers  AggregateFunction(groupBitmap, UInt32),
-    upto       SimpleAggregateFunction(max, UInt64)
+    dims        UInt8,
+    bucket      Int64,
+    touchpoint  LowCardinality(String),
+    channel     LowCardinality(String),
+    segment     LowCardinality(String),
+    customers   AggregateFunction(groupBitmap, UInt32),
+    upto        SimpleAggregateFunction(max, UInt64)
 )
 ENGINE = AggregatingMergeTree
-ORDER BY bucket;
+ORDER BY (dims, bucket, touchpoint, channel, segment);
 
 CREATE TABLE IF NOT EXISTS {db}.active_1h
 (
-    bucket     Int64,
-    customers  AggregateFunction(groupBitmap, UInt32),
-    upto       SimpleAggregateFunction(max, UInt64)
-)
-ENGINE = AggregatingMergeTree
-ORDER BY bucket;
-
-CREATE TABLE IF NOT EXISTS {db}.active_dims_1d
-(
+    dims        UInt8,
     bucket      Int64,
     touchpoint  LowCardinality(String),
     channel     LowCardinality(String),
@@ -85,19 +86,7 @@ CREATE TABLE IF NOT EXISTS {db}.active_dims_1d
     upto        SimpleAggregateFunction(max, UInt64)
 )
 ENGINE = AggregatingMergeTree
-ORDER BY (bucket, touchpoint, channel, segment);
-
-CREATE TABLE IF NOT EXISTS {db}.active_dims_1h
-(
-    bucket      Int64,
-    touchpoint  LowCardinality(String),
-    channel     LowCardinality(String),
-    segment     LowCardinality(String),
-    customers   AggregateFunction(groupBitmap, UInt32),
-    upto        SimpleAggregateFunction(max, UInt64)
-)
-ENGINE = AggregatingMergeTree
-ORDER BY (bucket, touchpoint, channel, segment);
+ORDER BY (dims, bucket, touchpoint, channel, segment);
 
 -- Signed fact rows ordered by the time that places them in a window (the ReplacingMergeTree tables of
 -- migration 001 stay the facts' upsert store and the distributed path's output).
@@ -160,6 +149,38 @@ FROM {db}.trials FINAL;
 INSERT INTO {db}.subscription_facts
 SELECT started_ms, customer_id, start_id, next_start_ms, cancel_ms, touchpoint, channel, segment, 1
 FROM {db}.subscriptions FINAL;
+
+-- Keyed state by customer in a key-value engine, so the processor loads the states a batch needs, when
+-- it needs them, instead of all of them at start; the row with customer_id '' is the checkpoint.
+CREATE TABLE IF NOT EXISTS {db}.customer_state_kv
+(
+    customer_id  String,
+    version      UInt64,
+    state        String
+)
+ENGINE = EmbeddedRocksDB
+PRIMARY KEY customer_id;
+
+INSERT INTO {db}.customer_state_kv SELECT customer_id, version, state FROM {db}.customer_state FINAL;
+
+-- The stateful events of customers whose state a bulk derivation (store/bulk_state.py) left to be folded:
+-- their customer_state_kv row says {"bulk": true}, and the processor folds these the first time it needs
+-- the customer. Small granules: a batch looks up its customers here.
+CREATE TABLE IF NOT EXISTS {db}.customer_events_bulk
+(
+    customer_id  String,
+    event_id     String,
+    type         LowCardinality(String),
+    occurred_ms  Int64,
+    case_id      String,
+    trial_days   UInt16,
+    touchpoint   LowCardinality(String),
+    channel      LowCardinality(String),
+    segment      LowCardinality(String)
+)
+ENGINE = MergeTree
+ORDER BY customer_id
+SETTINGS index_granularity = 128;
 
 -- Flags about how the store is written; `distributed` = 1 once a distributed writer (loader or worker)
 -- stored rows: those are neither numbered nor rolled up, so readings then come from raw SQL.

@@ -6,7 +6,11 @@ behind. A flush writes the changed facts (signed rows: the previous version retr
 catches the rollups up with the stored batches, then writes the changed state together with the
 checkpoint. After a crash anywhere past the events insert, `recover()` replays the batches after the last
 checkpoint; the step is idempotent, so replaying is safe, and the signed fact rows of the replayed
-customers are reconciled with what the store holds.
+customers are reconciled with what the store holds. A large replay (a bulk import) is derived in SQL
+instead (`store.bulk_state`).
+
+Keyed state is loaded lazily: the states a batch needs are looked up by key before it is folded, kept in
+memory while they may change, and dropped once saved when too many are held.
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from cxpulse.domain.events import Event
+from cxpulse.domain.events import STATEFUL_TYPES, Event
 from cxpulse.domain.state import CASES, FACT_ID, SUBSCRIPTIONS, TRIALS, CustomerState, FactRow
 from cxpulse.pipeline.batch import Delivery, FactKey, PublishResult, Step, fold, step
+from cxpulse.store.bulk_state import BulkState, fold_bulk_state, is_bulk
 from cxpulse.store.repository import Repository
 from cxpulse.store.rollups import Rollups, content
 
@@ -28,6 +33,12 @@ FLUSHED = "flushed"
 
 #: Recovery replays about this many events at a time (bounded memory after a large import).
 REPLAY_PART_SIZE = 200_000
+#: A recovery with more stateful events than this to replay derives state and facts in SQL, about
+#: `BULK_PART_EVENTS` stateful events of whole customers at a time.
+BULK_REPLAY_EVENTS = 100_000
+BULK_PART_EVENTS = 1_500_000
+#: Saved states beyond this many are dropped from memory after a flush (loaded again when needed).
+MAX_CACHED_STATES = 100_000
 
 
 class Processor:
@@ -57,23 +68,28 @@ class Processor:
         self._last_flush = time.monotonic()
         self._lock = threading.Lock()
 
-    def recover(self, *, part_size: int = REPLAY_PART_SIZE) -> int:
-        """Load keyed state and replay batches written after the last checkpoint; returns events replayed.
+    def recover(self, *, part_size: int = REPLAY_PART_SIZE, bulk_threshold: int = BULK_REPLAY_EVENTS) -> int:
+        """Replay batches written after the last checkpoint; returns the stateful events replayed.
 
         The replay goes through disjoint sets of customers of about `part_size` events each, writing their
-        facts and state as it goes, and moves the checkpoint only at the end.
+        facts and state as it goes, and moves the checkpoint only at the end. Beyond `bulk_threshold`
+        events, the customers concerned are derived in SQL from all their events instead.
         """
         with self._lock:
-            self.states = self.repo.load_states()
-            for state in self.states.values():
-                for holder in _holders(state):
-                    holder.setdefault(FLUSHED, holder["emitted"])  # as written at the checkpoint
+            self.states = {}
             checkpoint = self._flushed_seq = self.repo.checkpoint()
             self._seq = self.repo.last_batch_seq()
+            self.rollups.stored(self._seq)
             total = self.repo.count_stateful_after(checkpoint)
+            if total > bulk_threshold:
+                BulkState(self.repo.store).derive(checkpoint, parts=max(1, -(-total // BULK_PART_EVENTS)))
+                self._flush(checkpoint=self._seq)
+                self.rollups.catch_up(self._seq)
+                return total
             parts = max(1, -(-total // part_size))
             for part in range(parts):
                 events = self.repo.stateful_events_after(checkpoint, part, parts)
+                self._load([e.customer_id for e in events])
                 replayed = Step()  # already stored: only their effect on the keyed state is redone
                 for event in events:
                     fold(event, self.states, replayed)
@@ -82,6 +98,19 @@ class Processor:
                 self._flush(checkpoint=checkpoint if part < parts - 1 else self._seq)
             self.rollups.catch_up(self._seq)
             return total
+
+    def _load(self, customer_ids: Sequence[str]) -> None:
+        """Bring the saved states of these customers into memory (the others are new or already here)."""
+        missing = [c for c in dict.fromkeys(customer_ids) if c not in self.states]
+        saved = self.repo.load_states(missing)
+        bulk = [cid for cid, state in saved.items() if is_bulk(state)]
+        events = self.repo.bulk_events(bulk)
+        for cid in bulk:  # a bulk derivation left their events to fold
+            saved[cid] = fold_bulk_state(cid, events.get(cid, []))
+        for cid, state in saved.items():
+            for holder in _holders(state):
+                holder.setdefault(FLUSHED, holder["emitted"])  # states saved before signed facts existed
+            self.states[cid] = state
 
     def _reconcile(self, customer_ids: list[str]) -> None:
         """Bring the signed fact rows of replayed customers in line with their state.
@@ -126,10 +155,12 @@ class Processor:
             now_ms = int(time.time() * 1000)
             deliveries = [Delivery(e, now_ms) for batch in batches for e in batch]
             existing = self.repo.existing_ids(list({d.event.event_id: None for d in deliveries}))
+            self._load([d.event.customer_id for d in deliveries if d.event.type in STATEFUL_TYPES])
             done = step(deliveries, dict.fromkeys(existing), self.states, batch_seq=self._seq + 1)
             if done.rows:
                 self._seq += 1
                 self.repo.insert_events(done.rows)
+                self.rollups.stored(self._seq)
                 self._keep(done)
             if (
                 flush
@@ -171,10 +202,16 @@ class Processor:
             holder[FLUSHED] = holder["emitted"]
         self.repo.upsert_facts((table, row) for (table, _, _), row in self._pending_facts.items())
         self.rollups.catch_up(self._seq)
-        self.repo.save_states({cid: self.states[cid] for cid in self._pending_states}, checkpoint=checkpoint)
+        saved = {cid: self.states[cid] for cid in self._pending_states}
+        for state in saved.values():
+            for holder in _holders(state):
+                holder.setdefault(FLUSHED, None)  # a fact never emitted was never written either
+        self.repo.save_states(saved, checkpoint=checkpoint)
         self._pending_facts.clear()
         self._pending_states.clear()
         self._flushed_seq = checkpoint
+        if len(self.states) > MAX_CACHED_STATES:  # all saved now: memory holds only what batches need
+            self.states.clear()
 
 
 def _signed(table: str, fact: FactRow | None, customer_id: str) -> FactRow | None:

@@ -13,7 +13,8 @@ Two query shapes, both a single scan:
 
 Filter values and numbers are bound as query parameters; identifiers are fixed here.
 
-When the store keeps rollups (`rollups.rollups_readable`), the same statistics come from them instead
+When this process keeps the store's rollups (`rollups.read_view`), the same statistics come from them
+instead
 (`rollup_reads`: event families from day/hour buckets plus raw edges, fact families from the signed,
 time-ordered fact tables); the raw SQL here stays the reference and the path of distributed stores.
 """
@@ -27,7 +28,7 @@ from cxpulse.domain.metrics import SPAN_END, Dimension, Family, Filters, Metric,
 from cxpulse.domain.windows import Grid, Span
 from cxpulse.store import rollup_reads
 from cxpulse.store.base import Store
-from cxpulse.store.rollups import rollups_readable
+from cxpulse.store.rollups import View, read_view
 
 NO_GROUP = ""
 _FAR = "9223372036854775807"
@@ -130,6 +131,16 @@ def _signed_subscriptions_query(
     first = "greatest(0, intDiv(started_ms - {origin:Int64}, {step:Int64}))"
     reach = f"least({end}, {{hi:Int64}}) - {{origin:Int64}} + {{length:Int64}}"
     last = f"least({{count:Int64}} - 1, intDiv({reach}, {{step:Int64}}) - 1)"
+    if group == "''":  # no breakdown: one level, per customer
+        return (
+            f"SELECT idx, '' AS g, {', '.join(_statistics(metrics))} FROM ("
+            f" SELECT customer_key, idx, sum(sign * ({at_start} AND {dims})) > 0 AS s0,"
+            f" sum(sign * ({at_start} AND {dims} AND ifNull(cancel_ms, {_FAR}) < {_END})) > 0 AS churned,"
+            f" sum(sign * ({at_end})) > 0 AS e1"
+            f" FROM {{db:Identifier}}.subscription_facts ARRAY JOIN range({first}, {last} + 1) AS idx"
+            f" WHERE started_ms < {{hi:Int64}} AND {end} >= {{lo:Int64}} GROUP BY customer_key, idx"
+            ") WHERE s0 GROUP BY idx"
+        )
     return (
         f"SELECT idx, g, {', '.join(_statistics(metrics))} FROM ("
         " SELECT customer_key, idx, max(s0g) AS s0, max(churned_g) AS churned, sum(e1p) > 0 AS e1,"
@@ -164,23 +175,9 @@ def grid_stats(
         "lo": grid.start_ms,
         "hi": grid.end_ms,
     }
-    group = by.value if by else "''"
     flt = filters or Filters()
-    family = metrics[0].family
-    rollups = rollups_readable(store)
-    rows: list[list[Any]]
-    if rollups and family in (Family.SURVEY, Family.REFERRAL) and grid.count <= rollup_reads.MAX_SPANS:
-        rows = rollup_reads.counts_stats(store, metrics, rollup_reads.grid_spans(grid), flt, by)
-    elif rollups and family == Family.ACTIVE and grid.count <= rollup_reads.MAX_SPANS:
-        rows = rollup_reads.active_stats(store, rollup_reads.grid_spans(grid), flt, by)
-    elif rollups and family in _SIGNED_SOURCES:
-        rows = store.rows(_grid_query(metrics, flt, group, grid, params, _SIGNED_SOURCES), params)
-    elif rollups and family == Family.SUBSCRIPTIONS:
-        rows = store.rows(_signed_subscriptions_query(metrics, flt, group, params), params)
-    elif family == Family.SUBSCRIPTIONS:
-        rows = store.rows(_subscriptions_query(metrics, flt, group, params), params)
-    else:
-        rows = store.rows(_grid_query(metrics, flt, group, grid, params), params)
+    with read_view(store) as view:
+        rows = _grid_rows(store, view, metrics, grid, flt, by, params)
     widths = [len(m.statistics) for m in metrics]
     offsets = [sum(widths[:i]) for i in range(len(metrics))]
     out: dict[str, dict[str, list[Stats]]] = {m.id: {} for m in metrics}
@@ -196,6 +193,33 @@ def grid_stats(
     return out
 
 
+def _grid_rows(
+    store: Store,
+    view: View | None,
+    metrics: Sequence[Metric],
+    grid: Grid,
+    filters: Filters,
+    by: Dimension | None,
+    params: dict[str, Any],
+) -> list[list[Any]]:
+    """The grid's statistics rows from the rollups when `view` allows, else from the raw SQL."""
+    group = by.value if by else "''"
+    family = metrics[0].family
+    if view is not None and grid.count <= rollup_reads.MAX_SPANS:
+        spans = rollup_reads.grid_spans(grid)
+        if family in (Family.SURVEY, Family.REFERRAL):
+            return rollup_reads.counts_stats(store, view, metrics, spans, filters, by, grid)
+        if family == Family.ACTIVE:
+            return rollup_reads.active_stats(store, view, spans, filters, by, grid)
+    if view is not None and family in _SIGNED_SOURCES:
+        return store.rows(_grid_query(metrics, filters, group, grid, params, _SIGNED_SOURCES), params)
+    if view is not None and family == Family.SUBSCRIPTIONS:
+        return store.rows(_signed_subscriptions_query(metrics, filters, group, params), params)
+    if family == Family.SUBSCRIPTIONS:
+        return store.rows(_subscriptions_query(metrics, filters, group, params), params)
+    return store.rows(_grid_query(metrics, filters, group, grid, params), params)
+
+
 def active_span_stats(
     store: Store, spans: Sequence[Span], filters: Filters | None = None
 ) -> dict[Span, Stats]:
@@ -207,12 +231,11 @@ def active_span_stats(
     """
     if not 0 < len(spans) <= 64:
         raise ValueError(f"active_span_stats takes 1 to 64 spans, not {len(spans)}")
-    if rollups_readable(store):
-        counts = {
-            idx: count
-            for idx, _, count in rollup_reads.active_stats(store, spans, filters or Filters(), None)
-        }
-        return {span: (counts.get(i, 0),) for i, span in enumerate(spans)}
+    with read_view(store) as view:
+        if view is not None:
+            rows = rollup_reads.active_stats(store, view, spans, filters or Filters(), None)
+            counts = {idx: count for idx, _, count in rows}
+            return {span: (counts.get(i, 0),) for i, span in enumerate(spans)}
     params: dict[str, Any] = {
         "db": store.database,
         "lo": min(s.start_ms for s in spans),

@@ -10,6 +10,8 @@ import orjson
 from cxpulse.domain.events import STATEFUL_TYPES, Event
 from cxpulse.domain.state import CustomerState, FactRow
 from cxpulse.store.base import Store
+from cxpulse.store.bulk_state import BULK_COLUMNS
+from cxpulse.store.idset import wait_for_event_ids
 
 EVENT_COLUMNS = tuple(Event("", "", 0, "", "").to_row())
 CHECKPOINT_KEY = ""
@@ -23,6 +25,7 @@ class Repository:
         """The ids among `event_ids` that the events table already holds."""
         if not event_ids:
             return set()
+        wait_for_event_ids(self.store)
         rows = self.store.rows(
             "SELECT id FROM (SELECT arrayJoin({ids:Array(String)}) AS id) "
             "WHERE sipHash128(id) IN {db:Identifier}.event_ids",
@@ -42,25 +45,43 @@ class Repository:
             self.store.insert(table, rows)
 
     def save_states(self, states: dict[str, CustomerState], *, checkpoint: int) -> None:
-        """Upsert changed states together with the checkpoint row (customer_id '' is never a customer)."""
+        """Upsert changed states together with the checkpoint row (customer_id '' is never a customer), in
+        one write to the key-value table."""
         rows = [
             {"customer_id": cid, "version": state["seq"], "state": orjson.dumps(state).decode()}
             for cid, state in states.items()
         ]
         rows.append({"customer_id": CHECKPOINT_KEY, "version": checkpoint, "state": ""})
-        self.store.insert("customer_state", rows)
+        self.store.insert("customer_state_kv", rows)
 
-    def load_states(self) -> dict[str, CustomerState]:
+    def load_states(self, customer_ids: Sequence[str]) -> dict[str, CustomerState]:
+        """The saved states of these customers (key lookups; a customer never saved is absent)."""
+        if not customer_ids:
+            return {}
         rows = self.store.rows(
-            "SELECT customer_id, state FROM {db:Identifier}.customer_state FINAL WHERE customer_id != ''",
-            {"db": self.store.database},
+            "SELECT customer_id, state FROM {db:Identifier}.customer_state_kv WHERE customer_id IN {ids:Array(String)}",
+            {"db": self.store.database, "ids": [c for c in customer_ids if c != CHECKPOINT_KEY]},
         )
         return {cid: orjson.loads(state) for cid, state in rows}
+
+    def bulk_events(self, customer_ids: Sequence[str]) -> dict[str, list[list[Any]]]:
+        """The stateful events a bulk derivation left for these customers (rows of `BULK_COLUMNS`)."""
+        out: dict[str, list[list[Any]]] = {}
+        if not customer_ids:
+            return out
+        rows = self.store.rows(
+            f"SELECT customer_id, {BULK_COLUMNS} FROM {{db:Identifier}}.customer_events_bulk "
+            "WHERE customer_id IN {ids:Array(String)}",
+            {"db": self.store.database, "ids": list(customer_ids)},
+        )
+        for cid, *event in rows:
+            out.setdefault(cid, []).append(event)
+        return out
 
     def checkpoint(self) -> int:
         """The last batch whose facts and state are fully written."""
         rows = self.store.rows(
-            "SELECT max(version) FROM {db:Identifier}.customer_state WHERE customer_id = ''",
+            "SELECT version FROM {db:Identifier}.customer_state_kv WHERE customer_id = ''",
             {"db": self.store.database},
         )
         return int(rows[0][0]) if rows else 0
