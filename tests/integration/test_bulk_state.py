@@ -33,7 +33,7 @@ FACT_COLUMNS = {
     "trials": "customer_id, trial_id, started_ms, outcome_ms, converted, touchpoint, channel, segment",
     "subscriptions": "customer_id, start_id, started_ms, next_start_ms, cancel_ms, touchpoint, channel, segment",
 }
-SIGNED = {"cases": "case_facts", "trials": "trial_facts", "subscriptions": "subscription_facts"}
+SIGNED = {"cases": "case_facts", "trials": "trial_facts"}
 
 
 @contextmanager
@@ -51,11 +51,17 @@ def facts(store: Store) -> dict[str, list[list[Any]]]:
     out = {}
     for table, cols in FACT_COLUMNS.items():
         out[table] = store.rows(f"SELECT {cols} FROM {store.database}.{table} FINAL ORDER BY {cols}")
+        if table not in SIGNED:
+            continue
         signed_cols = cols.replace("customer_id, ", "")
         out[SIGNED[table]] = store.rows(
             f"SELECT customer_id, {signed_cols}, sum(sign) AS s FROM {store.database}.{SIGNED[table]} "
             f"GROUP BY customer_id, {signed_cols} HAVING s != 0 ORDER BY customer_id, {signed_cols}"
         )
+    out["subscriber_facts"] = store.rows(
+        f"SELECT customer_id, intervals, sum(sign) AS s FROM {store.database}.subscriber_facts "
+        "GROUP BY customer_id, intervals HAVING s != 0 ORDER BY customer_id"
+    )
     return out
 
 

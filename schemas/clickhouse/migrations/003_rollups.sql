@@ -121,21 +121,18 @@ CREATE TABLE IF NOT EXISTS {db}.trial_facts
 ENGINE = MergeTree
 ORDER BY (outcome_ms, customer_id, trial_id);
 
-CREATE TABLE IF NOT EXISTS {db}.subscription_facts
+-- Subscribers: one signed row per customer with all its subscription intervals (sorted by start), so
+-- churn and retention read each customer once, with no grouping: the interval active at a span's start
+-- and whether any is active at its end. end_ms / cancel_ms = 9223372036854775807 when there is none.
+CREATE TABLE IF NOT EXISTS {db}.subscriber_facts
 (
-    started_ms     Int64,
-    customer_id    String,
-    start_id       String,
-    next_start_ms  Nullable(Int64),
-    cancel_ms      Nullable(Int64),
-    touchpoint     LowCardinality(String),
-    channel        LowCardinality(String),
-    segment        LowCardinality(String),
-    sign           Int8,
-    customer_key   UInt64 MATERIALIZED cityHash64(customer_id)
+    customer_id  String,
+    intervals    Array(Tuple(started_ms Int64, end_ms Int64, cancel_ms Int64, touchpoint String,
+                             channel String, segment String, start_id String)),
+    sign         Int8
 )
 ENGINE = MergeTree
-ORDER BY (started_ms, customer_id, start_id);
+ORDER BY customer_id;
 
 -- The facts stored so far, once (a store upgraded to this migration keeps its readings).
 INSERT INTO {db}.case_facts
@@ -146,9 +143,12 @@ INSERT INTO {db}.trial_facts
 SELECT outcome_ms, customer_id, trial_id, started_ms, converted, touchpoint, channel, segment, 1
 FROM {db}.trials FINAL;
 
-INSERT INTO {db}.subscription_facts
-SELECT started_ms, customer_id, start_id, next_start_ms, cancel_ms, touchpoint, channel, segment, 1
-FROM {db}.subscriptions FINAL;
+INSERT INTO {db}.subscriber_facts
+SELECT customer_id, arraySort(x -> (x.1, x.7), groupArray((started_ms,
+       least(ifNull(next_start_ms, 9223372036854775807), ifNull(cancel_ms, 9223372036854775807)),
+       ifNull(cancel_ms, 9223372036854775807), toString(touchpoint), toString(channel), toString(segment),
+       start_id))), 1
+FROM {db}.subscriptions FINAL GROUP BY customer_id;
 
 -- Keyed state by customer in a key-value engine, so the processor loads the states a batch needs, when
 -- it needs them, instead of all of them at start; the row with customer_id '' is the checkpoint.

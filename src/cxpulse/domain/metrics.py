@@ -208,7 +208,7 @@ WEIGHT = "w"
 _DURATION_S = "greatest(0, resolved_ms - first_ms) / 1000.0"
 _DISTINCT = ("uniqExact(customer_key)",)
 #: The subscriptions family's per-customer flags: s0 active at the span start, e1 at its end, churned.
-_SUBSCRIBERS = ("countIf(s0 AND churned)", "countIf(s0 AND e1)", "countIf(s0)")
+_SUBSCRIBERS = ("sumIf(w, s0 AND churned)", "sumIf(w, s0 AND e1)", "sumIf(w, s0)")
 _HIGHER, _LOWER = Direction.HIGHER_IS_BETTER, Direction.LOWER_IS_BETTER
 
 

@@ -148,7 +148,7 @@ Sample = np.ndarray[Any, np.dtype[np.float64]]
 def net_sample(values: Sequence[float], retracted: Sequence[float] = ()) -> Sample:
     """The sorted multiset `values` minus `retracted` (a sub-multiset of it: a store's signed rows list a
     changed fact's old value once as added and once as retracted)."""
-    added = np.sort(np.asarray(values, dtype=np.float64))
+    added = np.sort(np.asarray(values, dtype=np.float64), kind="stable")  # usually sorted already: O(n)
     if not len(retracted):
         return added
     gone = np.asarray(retracted, dtype=np.float64)
@@ -170,7 +170,9 @@ def rank_sum_significant_sorted(current: Sample, previous: Sample) -> bool | Non
         return None
     if current[0] == current[-1] == previous[0] == previous[-1]:  # one value on both sides
         return False
-    _, ties = np.unique(np.concatenate([current, previous]), return_counts=True)
+    pooled = np.sort(np.concatenate([current, previous]), kind="stable")  # two sorted runs: a merge
+    starts = np.flatnonzero(np.concatenate([[True], pooled[1:] != pooled[:-1], [True]]))
+    ties = np.diff(starts)  # the size of each group of equal values
     if (n1 <= 8 or n2 <= 8) and not (ties > 1).any():
         return rank_sum_significant(current.tolist(), previous.tolist())
     below = np.searchsorted(previous, current, side="left")

@@ -18,13 +18,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from cxpulse.domain.events import STATEFUL_TYPES, Event
 from cxpulse.domain.state import CASES, FACT_ID, SUBSCRIPTIONS, TRIALS, CustomerState, FactRow
 from cxpulse.pipeline.batch import Delivery, FactKey, PublishResult, Step, fold, step
 from cxpulse.store.bulk_state import BulkState, fold_bulk_state, is_bulk
 from cxpulse.store.repository import Repository
-from cxpulse.store.rollups import Rollups, content
+from cxpulse.store.rollups import Rollups, Subscriber, content, subscriber
 
 #: Where a fact's holder lives in its customer's state; the processor notes in it (`flushed`) the content
 #: it last wrote to the signed fact tables, which the next change retracts.
@@ -119,28 +120,33 @@ class Processor:
         state does not know about; whatever the tables hold for these customers is compared with the
         facts their state now emits, and the difference written.
         """
-        held: dict[tuple[str, str, str], list[tuple[FactRow, int]]] = {}
+        held: dict[tuple[str, str, str], list[tuple[Any, int]]] = {}
         for table, row, net in self.rollups.net_facts(customer_ids):
             held.setdefault((table, row["customer_id"], row[FACT_ID[table]]), []).append((row, net))
-        changes: list[tuple[str, FactRow | None, FactRow | None]] = []
+        for row, net in self.rollups.net_subscribers(customer_ids):
+            held.setdefault((SUBSCRIPTIONS, row["customer_id"], ""), []).append((row, net))
+        facts: list[tuple[str, FactRow | None, FactRow | None]] = []
+        subscribers: list[tuple[Subscriber | None, Subscriber | None]] = []
         for cid in customer_ids:
             state = self.states.get(cid)
+            if state is None:
+                continue
             for table, key in _holder_keys(state):
-                holder = state[_HOLDERS[table]][key] if state else {}
-                want = None
-                if holder.get("emitted") is not None:
-                    want = content(table, {**holder["emitted"], "customer_id": cid})
-                rows = held.pop((table, cid, key), [])
-                for row, net in rows:
-                    extra = net - (1 if row == want else 0)
-                    changes += [(table, row, None)] * max(0, extra) + [(table, None, row)] * max(0, -extra)
-                if want is not None and all(row != want for row, _ in rows):
-                    changes.append((table, None, want))
-                if holder:
-                    holder[FLUSHED] = holder["emitted"]
-        for (table, _, _), rows in held.items():  # facts no state knows (cannot happen): retract them
-            changes += [(table, row, None) for row, net in rows for _ in range(net)]
-        self.rollups.write_facts(changes)
+                if table != SUBSCRIPTIONS:
+                    emitted = state[_HOLDERS[table]][key]["emitted"]
+                    want = None if emitted is None else content(table, {**emitted, "customer_id": cid})
+                    facts += _differences(table, held.pop((table, cid, key), []), want)
+            want_subscriber = _subscriber(state, cid, "emitted")
+            subscribers += _differences("", held.pop((SUBSCRIPTIONS, cid, ""), []), want_subscriber)
+            for holder in _holders(state):
+                holder[FLUSHED] = holder["emitted"]
+        for (table, _, _), rows in held.items():  # rows no state knows (cannot happen): retract them
+            if table == SUBSCRIPTIONS:
+                subscribers += _differences("", rows, None)
+            else:
+                facts += _differences(table, rows, None)
+        self.rollups.write_facts(facts)
+        self.rollups.write_subscribers(subscribers)
 
     def process(self, events: Sequence[Event]) -> PublishResult:
         """Store `events` exactly once and update everything derived from them."""
@@ -197,6 +203,12 @@ class Processor:
         self.rollups.write_facts(
             (table, _signed(table, holder.get(FLUSHED), cid), _signed(table, holder["emitted"], cid))
             for holder, table, cid in changed
+            if table != SUBSCRIPTIONS
+        )
+        subscribers = sorted({cid for _, table, cid in changed if table == SUBSCRIPTIONS})
+        self.rollups.write_subscribers(
+            (_subscriber(self.states[cid], cid, FLUSHED), _subscriber(self.states[cid], cid, "emitted"))
+            for cid in subscribers
         )
         for holder, _, _ in changed:
             holder[FLUSHED] = holder["emitted"]
@@ -214,8 +226,25 @@ class Processor:
             self.states.clear()
 
 
+def _subscriber(state: CustomerState, customer_id: str, key: str) -> Subscriber | None:
+    """The customer's subscriber row as flushed (`key` = FLUSHED) or as it is now ("emitted")."""
+    return subscriber(customer_id, (h[key] for h in state["starts"].values() if h.get(key) is not None))
+
+
 def _signed(table: str, fact: FactRow | None, customer_id: str) -> FactRow | None:
     return None if fact is None else content(table, {**fact, "customer_id": customer_id})
+
+
+def _differences(table: str, held: list[tuple[Any, int]], want: Any) -> list[Any]:
+    """The signed changes (table, retract, add) — or (retract, add) without a table — that leave exactly
+    `want` once of what is `held` (rows with their net signs)."""
+    out: list[Any] = []
+    for row, net in held:
+        extra = net - (1 if row == want else 0)
+        out += [(row, None)] * max(0, extra) + [(None, row)] * max(0, -extra)
+    if want is not None and all(row != want for row, _ in held):
+        out.append((None, want))
+    return [(table, *change) for change in out] if table else out
 
 
 def _holders(state: CustomerState) -> list[dict[str, object]]:

@@ -24,37 +24,6 @@ from cxpulse.domain.windows import DAY_MS
 from cxpulse.store.base import Store
 
 _TYPES = ", ".join(f"'{t}'" for t in sorted(STATEFUL_TYPES))
-_FAR = "9223372036854775807"
-
-
-def _j(expr: str) -> str:
-    """A string column as a JSON string literal."""
-    return f"toJSONString({expr})"
-
-
-def _nullable(expr: str) -> str:
-    return f"if(isNull({expr}), 'null', toString({expr}))"
-
-
-def _object(*pairs: tuple[str, str]) -> str:
-    """A JSON object from (key, JSON-valued SQL expression) pairs."""
-    parts = [f"'\"{k}\":', {v}" for k, v in pairs]
-    return "concat('{', " + ", ',', ".join(parts) + ", '}')"
-
-
-def _json_map(array: str, key: str, value: str) -> str:
-    """A JSON object with one member per element `x` of `array`."""
-    return f"concat('{{', arrayStringConcat(arrayMap(x -> concat({key}, ':', {value}), {array}), ','), '}}')"
-
-
-def _dims_json() -> tuple[tuple[str, str], ...]:
-    return tuple((d, _j(d)) for d in ("touchpoint", "channel", "segment"))
-
-
-def _dims_list() -> str:
-    return (
-        "concat('[', toJSONString(touchpoint), ',', toJSONString(channel), ',', toJSONString(segment), ']')"
-    )
 
 
 class BulkState:
@@ -121,73 +90,33 @@ class BulkState:
                 self._execute(f"DROP TABLE IF EXISTS {db}.bulk_{name}")
 
     def _cases(self, ev: str) -> str:
-        """One row per (customer, case): the fact (when resolved) and the case's state as JSON."""
-        contacts = "arrayFilter(x -> x.2 = 'support_contact', events)"
-        resolutions = "arrayFilter(x -> x.2 = 'support_resolved', events)"
-        fact = _object(
-            ("case_id", _j("case_id")),
-            ("first_ms", "toString(first_ms)"),
-            ("resolved_ms", "toString(resolved_ms)"),
-            ("contacts", "toString(contacts)"),
-            ("recontact_ms", _nullable("recontact_ms")),
-            *_dims_json(),
-        )
-        contact_map = _json_map(contacts, "toJSONString(x.1)", "toString(x.3)")
-        resolution_map = _json_map(
-            resolutions,
-            "toJSONString(x.1)",
-            "concat('[', toString(x.3), ',', toJSONString(x.4), ',', toJSONString(x.5), ',', toJSONString(x.6), ']')",
-        )
-        holder = _object(
-            ("contacts", "contacts_json"),
-            ("resolutions", "resolutions_json"),
-            ("emitted", "emitted"),
-            ("flushed", "emitted"),
-        )
+        """One row per (customer, case) with a resolution: its fact."""
         return self._temp(
             "cases",
-            "SELECT customer_id, case_id, resolved, resolved.2 AS resolved_ms,"
+            "SELECT customer_id, case_id, resolved.2 AS resolved_ms,"
             " if(empty(cms), resolved_ms, least(resolved_ms, arrayMin(cms))) AS first_ms,"
             " toUInt32(arrayCount(c -> c <= resolved_ms, cms)) AS contacts,"
             f" arrayFilter(c -> c > resolved_ms AND c <= resolved_ms + {RECONTACT_WINDOW_MS}, cms) AS re,"
             " if(empty(re), NULL, arrayMin(re)) AS recontact_ms,"
-            " resolved.3 AS touchpoint, resolved.4 AS channel, resolved.5 AS segment, nres > 0 AS has_fact,"
-            f" {fact} AS fact_json, if(has_fact, fact_json, 'null') AS emitted,"
-            f" {contact_map} AS contacts_json, {resolution_map} AS resolutions_json,"
-            f" concat(toJSONString(case_id), ':', {holder}) AS state_json"
+            " resolved.3 AS touchpoint, resolved.4 AS channel, resolved.5 AS segment"
             " FROM ("
-            "  SELECT customer_id, case_id, arrayDistinct(groupArray((event_id, type, ms, tp, ch, seg))) AS events,"
-            "  countIf(type = 'support_resolved') AS nres,"
+            "  SELECT customer_id, case_id,"
             "  argMinIf((event_id, ms, tp, ch, seg), (ms, event_id), type = 'support_resolved') AS resolved,"
-            f"  arrayMap(x -> x.3, {contacts}) AS cms"
+            "  arrayMap(x -> x.2, groupUniqArrayIf((event_id, ms), type = 'support_contact')) AS cms"
             f"  FROM {ev} WHERE type IN ('support_contact', 'support_resolved') GROUP BY customer_id, case_id"
+            "  HAVING countIf(type = 'support_resolved') > 0"
             " )",
         )
 
     def _trials(self, ev: str) -> str:
         """One row per trial: its outcome (first conversion within its days, else expiry)."""
-        fact = _object(
-            ("trial_id", _j("trial_id")),
-            ("started_ms", "toString(started_ms)"),
-            ("outcome_ms", "toString(outcome_ms)"),
-            ("converted", "toString(converted)"),
-            *_dims_json(),
-        )
-        holder = _object(
-            ("at", "toString(started_ms)"),
-            ("days", "toString(days)"),
-            ("dims", _dims_list()),
-            ("emitted", "fact_json"),
-            ("flushed", "fact_json"),
-        )
         return self._temp(
             "trials",
-            "SELECT t.customer_id AS customer_id, t.event_id AS trial_id, t.ms AS started_ms, t.days AS days,"
+            "SELECT t.customer_id AS customer_id, t.event_id AS trial_id, t.ms AS started_ms,"
             f" t.ms + toInt64(t.days) * {DAY_MS} AS ends,"
             " arrayFilter(c -> c >= started_ms AND c <= ends, c.conv) AS hits,"
             " if(empty(hits), ends, arrayMin(hits)) AS outcome_ms, toUInt8(notEmpty(hits)) AS converted,"
-            " t.tp AS touchpoint, t.ch AS channel, t.seg AS segment,"
-            f" {fact} AS fact_json, concat(toJSONString(trial_id), ':', {holder}) AS state_json"
+            " t.tp AS touchpoint, t.ch AS channel, t.seg AS segment"
             f" FROM (SELECT * FROM {ev} WHERE type = 'trial_start' LIMIT 1 BY customer_id, event_id) AS t"
             " LEFT JOIN (SELECT customer_id, groupArray(ms) AS conv FROM "
             f" {ev} WHERE type IN ('purchase', 'subscription_start') GROUP BY customer_id) AS c"
@@ -196,32 +125,18 @@ class BulkState:
 
     def _subscriptions(self, ev: str) -> str:
         """One row per subscription start: its interval (next start, first cancel at or after it)."""
-        fact = _object(
-            ("start_id", _j("start_id")),
-            ("started_ms", "toString(started_ms)"),
-            ("next_start_ms", _nullable("next_start_ms")),
-            ("cancel_ms", _nullable("cancel_ms")),
-            *_dims_json(),
-        )
-        holder = _object(
-            ("at", "toString(started_ms)"),
-            ("dims", _dims_list()),
-            ("emitted", "fact_json"),
-            ("flushed", "fact_json"),
-        )
         return self._temp(
             "subscriptions",
             "SELECT s.customer_id AS customer_id, s.event_id AS start_id, s.ms AS started_ms,"
             " s.next_start_ms AS next_start_ms, arrayFilter(c -> c >= started_ms, x.cancels) AS after,"
             " if(empty(after), NULL, arrayMin(after)) AS cancel_ms,"
-            " s.tp AS touchpoint, s.ch AS channel, s.seg AS segment,"
-            f" {fact} AS fact_json, concat(toJSONString(start_id), ':', {holder}) AS state_json"
+            " s.tp AS touchpoint, s.ch AS channel, s.seg AS segment"
             " FROM ("
             "  SELECT customer_id, st.1 AS event_id, st.2 AS ms, st.3 AS tp, st.4 AS ch, st.5 AS seg,"
             "  if(i < length(starts), toNullable(starts[i + 1].2), NULL) AS next_start_ms"
             "  FROM ("
             "   SELECT customer_id,"
-            "   arraySort(x -> (x.2, x.1), arrayDistinct(groupArray((event_id, ms, tp, ch, seg)))) AS starts"
+            "   arraySort(x -> (x.2, x.1), groupUniqArray((event_id, ms, tp, ch, seg))) AS starts"
             f"   FROM {ev} WHERE type = 'subscription_start' GROUP BY customer_id"
             "  ) ARRAY JOIN starts AS st, arrayEnumerate(starts) AS i"
             " ) AS s"
@@ -236,17 +151,12 @@ class BulkState:
             (
                 "case_facts",
                 "resolved_ms, customer_id, case_id, first_ms, contacts, recontact_ms, touchpoint, channel, segment",
-                f"{cases} WHERE has_fact",
+                cases,
             ),
             (
                 "trial_facts",
                 "outcome_ms, customer_id, trial_id, started_ms, converted, touchpoint, channel, segment",
                 trials,
-            ),
-            (
-                "subscription_facts",
-                "started_ms, customer_id, start_id, next_start_ms, cancel_ms, touchpoint, channel, segment",
-                subs,
             ),
         ):
             if self.store.rows(f"SELECT count() FROM {db}.{signed}")[0][0]:  # not a first import
@@ -257,11 +167,26 @@ class BulkState:
                     f" GROUP BY {columns} HAVING s != 0)"
                 )
             self._execute(f"INSERT INTO {db}.{signed} ({columns}, sign) SELECT {columns}, 1 FROM {derived}")
+        far = "9223372036854775807"
+        if self.store.rows(f"SELECT count() FROM {db}.subscriber_facts")[0][0]:  # not a first import
+            self._execute(
+                f"INSERT INTO {db}.subscriber_facts (customer_id, intervals, sign) SELECT customer_id,"
+                f" intervals, -s FROM (SELECT customer_id, intervals, sum(sign) AS s FROM {db}.subscriber_facts"
+                f" WHERE customer_id IN (SELECT customer_id FROM {who}) GROUP BY customer_id, intervals"
+                " HAVING s != 0)"
+            )
+        self._execute(
+            f"INSERT INTO {db}.subscriber_facts (customer_id, intervals, sign) SELECT customer_id,"
+            " arraySort(x -> (x.1, x.7), groupArray((started_ms,"
+            f" least(ifNull(next_start_ms, {far}), ifNull(cancel_ms, {far})), ifNull(cancel_ms, {far}),"
+            " toString(touchpoint), toString(channel), toString(segment), start_id))), 1"
+            f" FROM {subs} GROUP BY customer_id"
+        )
         self._execute(
             f"INSERT INTO {db}.cases (customer_id, case_id, first_ms, resolved_ms, contacts, recontact_ms,"
             " touchpoint, channel, segment, version) SELECT c.customer_id, case_id, first_ms, resolved_ms,"
             f" contacts, recontact_ms, touchpoint, channel, segment, q.seq FROM {cases} AS c"
-            f" JOIN {seq} AS q ON c.customer_id = q.customer_id WHERE has_fact"
+            f" JOIN {seq} AS q ON c.customer_id = q.customer_id"
         )
         self._execute(
             f"INSERT INTO {db}.trials (customer_id, trial_id, started_ms, outcome_ms, converted, touchpoint,"

@@ -108,7 +108,7 @@ def _subscriptions_query(
     reach = f"least({end}, {{hi:Int64}}) - {{origin:Int64}} + {{length:Int64}}"
     last = f"least({{count:Int64}} - 1, intDiv({reach}, {{step:Int64}}) - 1)"
     return (
-        f"SELECT idx, g, {', '.join(_statistics(metrics))} FROM ("
+        f"WITH toInt8(1) AS w SELECT idx, g, {', '.join(_statistics(metrics))} FROM ("
         f" SELECT customer_id, idx, max({at_start} AND {dims}) AS s0, max({at_end}) AS e1,"
         f" max({at_start} AND {dims} AND ifNull(cancel_ms, {_FAR}) < {_END}) AS churned,"
         f" anyIf({group}, {at_start}) AS g"
@@ -118,39 +118,22 @@ def _subscriptions_query(
     )
 
 
-def _signed_subscriptions_query(
-    metrics: Sequence[Metric], filters: Filters, group: str, params: dict[str, Any]
+def _subscribers_query(
+    metrics: Sequence[Metric], filters: Filters, group: str, grid: Grid, params: dict[str, Any]
 ) -> str:
-    """`_subscriptions_query` over the signed subscription facts: per customer, the signed count of its
-    current intervals active at the span start (0 or 1: a customer's intervals never overlap), churned in
-    the span, active at its end; the group is taken from the interval active at the start."""
-    end = f"least(ifNull(next_start_ms, {_FAR}), ifNull(cancel_ms, {_FAR}))"
-    at_start = f"started_ms < {_START} AND {_START} <= {end}"
-    at_end = f"started_ms < {_END} AND {_END} <= {end}"
-    dims = "1" + _filter_sql(filters, params)
-    first = "greatest(0, intDiv(started_ms - {origin:Int64}, {step:Int64}))"
-    reach = f"least({end}, {{hi:Int64}}) - {{origin:Int64}} + {{length:Int64}}"
-    last = f"least({{count:Int64}} - 1, intDiv({reach}, {{step:Int64}}) - 1)"
-    if group == "''":  # no breakdown: one level, per customer
-        return (
-            f"SELECT idx, '' AS g, {', '.join(_statistics(metrics))} FROM ("
-            f" SELECT customer_key, idx, sum(sign * ({at_start} AND {dims})) > 0 AS s0,"
-            f" sum(sign * ({at_start} AND {dims} AND ifNull(cancel_ms, {_FAR}) < {_END})) > 0 AS churned,"
-            f" sum(sign * ({at_end})) > 0 AS e1"
-            f" FROM {{db:Identifier}}.subscription_facts ARRAY JOIN range({first}, {last} + 1) AS idx"
-            f" WHERE started_ms < {{hi:Int64}} AND {end} >= {{lo:Int64}} GROUP BY customer_key, idx"
-            ") WHERE s0 GROUP BY idx"
-        )
+    """`_subscriptions_query` over the signed per-customer subscriber rows: each customer once, no
+    grouping by customer — the interval active at the span start (a customer's intervals never overlap),
+    whether it is cancelled inside the span, whether any interval is active at its end."""
+    active = f"arrayFirstIndex(x -> x.started_ms < {_START} AND {_START} <= x.end_ms, intervals)"
+    dims = "".join(f" AND intervals[i].{name} = {{f_{name}:String}}" for name, _ in filters.items())
+    _filter_sql(filters, params)  # binds the filter values
+    g = "''" if group == "''" else f"if(i > 0, intervals[i].{group}, '')"
     return (
         f"SELECT idx, g, {', '.join(_statistics(metrics))} FROM ("
-        " SELECT customer_key, idx, max(s0g) AS s0, max(churned_g) AS churned, sum(e1p) > 0 AS e1,"
-        " anyIf(gp, s0g) AS g FROM ("
-        f"  SELECT customer_key, idx, {group} AS gp, sum(sign * ({at_start} AND {dims})) > 0 AS s0g,"
-        f"  sum(sign * ({at_start} AND {dims} AND ifNull(cancel_ms, {_FAR}) < {_END})) > 0 AS churned_g,"
-        f"  sum(sign * ({at_end})) AS e1p"
-        f"  FROM {{db:Identifier}}.subscription_facts ARRAY JOIN range({first}, {last} + 1) AS idx"
-        f"  WHERE started_ms < {{hi:Int64}} AND {end} >= {{lo:Int64}} GROUP BY customer_key, idx, gp"
-        " ) GROUP BY customer_key, idx"
+        f" SELECT idx, sign AS w, {active} AS i, i > 0{dims} AS s0,"
+        f" i > 0 AND intervals[i].cancel_ms < {_END} AS churned,"
+        f" arrayExists(x -> x.started_ms < {_END} AND {_END} <= x.end_ms, intervals) AS e1, {g} AS g"
+        f" FROM {{db:Identifier}}.subscriber_facts ARRAY JOIN range({grid.count}) AS idx"
         ") WHERE s0 GROUP BY idx, g"
     )
 
@@ -213,8 +196,8 @@ def _grid_rows(
             return rollup_reads.active_stats(store, view, spans, filters, by, grid)
     if view is not None and family in _SIGNED_SOURCES:
         return store.rows(_grid_query(metrics, filters, group, grid, params, _SIGNED_SOURCES), params)
-    if view is not None and family == Family.SUBSCRIPTIONS:
-        return store.rows(_signed_subscriptions_query(metrics, filters, group, params), params)
+    if view is not None and family == Family.SUBSCRIPTIONS and grid.count <= rollup_reads.MAX_SPANS:
+        return store.rows(_subscribers_query(metrics, filters, group, grid, params), params)
     if family == Family.SUBSCRIPTIONS:
         return store.rows(_subscriptions_query(metrics, filters, group, params), params)
     return store.rows(_grid_query(metrics, filters, group, grid, params), params)

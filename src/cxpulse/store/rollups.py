@@ -28,7 +28,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cxpulse.domain.state import CASES, SUBSCRIPTIONS, TRIALS, FactRow
+from cxpulse.domain.state import CASES, TRIALS, FactRow
 from cxpulse.domain.windows import DAY_MS
 from cxpulse.store.base import Store, StoreError
 
@@ -69,14 +69,13 @@ SIGNED_FACTS: dict[str, tuple[str, tuple[str, ...]]] = {
             "touchpoint", "channel", "segment",
         ),
     ),
-    SUBSCRIPTIONS: (
-        "subscription_facts",
-        (
-            "started_ms", "customer_id", "start_id", "next_start_ms", "cancel_ms",
-            "touchpoint", "channel", "segment",
-        ),
-    ),
 }  # fmt: skip
+
+#: "No end" / "no cancel" in a subscriber row's intervals.
+FAR = 9_223_372_036_854_775_807
+#: A subscriber row: {"customer_id", "intervals": [[started, end, cancel, tp, ch, seg, start_id], …]}.
+Subscriber = dict[str, Any]
+INTERVAL_FIELDS = ("started_ms", "end_ms", "cancel_ms", "touchpoint", "channel", "segment", "start_id")
 
 #: How long the writer trusts its last look at the distributed flag (a writer in another process).
 MODE_TTL_S = 1.0
@@ -85,6 +84,28 @@ MODE_TTL_S = 1.0
 def content(table: str, row: FactRow) -> FactRow:
     """The part of a fact row that the signed table holds (no version)."""
     return {c: row[c] for c in SIGNED_FACTS[table][1]}
+
+
+def subscriber(customer_id: str, intervals: Iterable[FactRow]) -> Subscriber | None:
+    """A customer's subscriber row from its subscription interval facts (None without any)."""
+    rows = [
+        [
+            f["started_ms"],
+            min(
+                FAR if f["next_start_ms"] is None else f["next_start_ms"],
+                FAR if f["cancel_ms"] is None else f["cancel_ms"],
+            ),
+            FAR if f["cancel_ms"] is None else f["cancel_ms"],
+            f["touchpoint"],
+            f["channel"],
+            f["segment"],
+            f["start_id"],
+        ]
+        for f in intervals
+    ]
+    if not rows:
+        return None
+    return {"customer_id": customer_id, "intervals": sorted(rows, key=lambda r: (r[0], r[6]))}
 
 
 def dims_set(mask: int) -> int:
@@ -333,6 +354,29 @@ class Rollups:
                 out.append({**new, "sign": 1})
         for table, signed in rows.items():
             self.store.insert(SIGNED_FACTS[table][0], signed)
+
+    def write_subscribers(self, changes: Iterable[tuple[Subscriber | None, Subscriber | None]]) -> None:
+        """Per customer `(previous row, new row)`: −1 for the previous, +1 for the new, in one insert."""
+        rows = []
+        for row, sign in ((r, s) for old, new in changes for r, s in ((old, -1), (new, 1)) if r is not None):
+            intervals = [dict(zip(INTERVAL_FIELDS, i, strict=True)) for i in row["intervals"]]
+            rows.append({"customer_id": row["customer_id"], "intervals": intervals, "sign": sign})
+        self.store.insert("subscriber_facts", rows)
+
+    def net_subscribers(self, customer_ids: Sequence[str]) -> list[tuple[Subscriber, int]]:
+        """What subscriber_facts holds for these customers: (row, net sign ≠ 0)."""
+        if not customer_ids:
+            return []
+        rows = self.store.rows(
+            "SELECT customer_id, intervals, sum(sign) AS s FROM {db:Identifier}.subscriber_facts "
+            "WHERE customer_id IN {ids:Array(String)} GROUP BY customer_id, intervals HAVING s != 0",
+            {"db": self.db, "ids": list(customer_ids)},
+        )
+        out = []
+        for cid, intervals, net in rows:
+            plain = [list(t.values()) if isinstance(t, dict) else list(t) for t in intervals]
+            out.append(({"customer_id": cid, "intervals": plain}, int(net)))
+        return out
 
     def net_facts(self, customer_ids: Sequence[str]) -> list[tuple[str, FactRow, int]]:
         """What the signed tables hold for these customers: (fact table, content, net sign ≠ 0)."""
