@@ -58,9 +58,10 @@ def facts(store: Store) -> dict[str, list[list[Any]]]:
             f"SELECT customer_id, {signed_cols}, sum(sign) AS s FROM {store.database}.{SIGNED[table]} "
             f"GROUP BY customer_id, {signed_cols} HAVING s != 0 ORDER BY customer_id, {signed_cols}"
         )
+    arrays = "started, ends, cancels, touchpoints, channels, segments, start_ids"
     out["subscriber_facts"] = store.rows(
-        f"SELECT customer_id, intervals, sum(sign) AS s FROM {store.database}.subscriber_facts "
-        "GROUP BY customer_id, intervals HAVING s != 0 ORDER BY customer_id"
+        f"SELECT customer_id, {arrays}, sum(sign) AS s FROM {store.database}.subscriber_facts "
+        f"GROUP BY customer_id, {arrays} HAVING s != 0 ORDER BY customer_id"
     )
     return out
 

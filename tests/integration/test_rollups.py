@@ -358,7 +358,7 @@ def test_a_flush_cut_short_after_the_signed_rows_is_reconciled(rt: EmbeddedRunti
     assert all(net == 1 for _, _, net in held)
     assert len(held) == 4  # cases a and b, trials a and b
     ((subscriber, net),) = fresh.rollups.net_subscribers(["c1"])
-    assert net == 1 and len(subscriber["intervals"]) == 2  # starts a and b
+    assert net == 1 and len(subscriber["started"]) == 2  # starts a and b
     compare(rt.store, [AT, AT - 8 * DAY + HOUR], [DAY, 7 * DAY, 30 * DAY], series=False)
     assert Processor(Repository(rt.store)).recover() == 0
     assert fresh.rollups.net_facts(["c1"]) == held

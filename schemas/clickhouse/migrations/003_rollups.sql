@@ -121,14 +121,19 @@ CREATE TABLE IF NOT EXISTS {db}.trial_facts
 ENGINE = MergeTree
 ORDER BY (outcome_ms, customer_id, trial_id);
 
--- Subscribers: one signed row per customer with all its subscription intervals (sorted by start), so
--- churn and retention read each customer once, with no grouping: the interval active at a span's start
--- and whether any is active at its end. end_ms / cancel_ms = 9223372036854775807 when there is none.
+-- Subscribers: one signed row per customer with all its subscription intervals (parallel arrays sorted by
+-- start), so churn and retention read each customer once, with no grouping: the interval active at a
+-- span's start and whether any is active at its end. An end / cancel of 9223372036854775807 is none.
 CREATE TABLE IF NOT EXISTS {db}.subscriber_facts
 (
     customer_id  String,
-    intervals    Array(Tuple(started_ms Int64, end_ms Int64, cancel_ms Int64, touchpoint String,
-                             channel String, segment String, start_id String)),
+    started      Array(Int64),
+    ends         Array(Int64),
+    cancels      Array(Int64),
+    touchpoints  Array(LowCardinality(String)),
+    channels     Array(LowCardinality(String)),
+    segments     Array(LowCardinality(String)),
+    start_ids    Array(String),
     sign         Int8
 )
 ENGINE = MergeTree
@@ -144,11 +149,15 @@ SELECT outcome_ms, customer_id, trial_id, started_ms, converted, touchpoint, cha
 FROM {db}.trials FINAL;
 
 INSERT INTO {db}.subscriber_facts
-SELECT customer_id, arraySort(x -> (x.1, x.7), groupArray((started_ms,
-       least(ifNull(next_start_ms, 9223372036854775807), ifNull(cancel_ms, 9223372036854775807)),
-       ifNull(cancel_ms, 9223372036854775807), toString(touchpoint), toString(channel), toString(segment),
-       start_id))), 1
-FROM {db}.subscriptions FINAL GROUP BY customer_id;
+SELECT customer_id, arrayMap(x -> x.1, v), arrayMap(x -> x.2, v), arrayMap(x -> x.3, v), arrayMap(x -> x.4, v),
+       arrayMap(x -> x.5, v), arrayMap(x -> x.6, v), arrayMap(x -> x.7, v), 1
+FROM (
+    SELECT customer_id, arraySort(x -> (x.1, x.7), groupArray((started_ms,
+           least(ifNull(next_start_ms, 9223372036854775807), ifNull(cancel_ms, 9223372036854775807)),
+           ifNull(cancel_ms, 9223372036854775807), toString(touchpoint), toString(channel), toString(segment),
+           start_id))) AS v
+    FROM {db}.subscriptions FINAL GROUP BY customer_id
+);
 
 -- Keyed state by customer in a key-value engine, so the processor loads the states a batch needs, when
 -- it needs them, instead of all of them at start; the row with customer_id '' is the checkpoint.

@@ -168,19 +168,20 @@ class BulkState:
                 )
             self._execute(f"INSERT INTO {db}.{signed} ({columns}, sign) SELECT {columns}, 1 FROM {derived}")
         far = "9223372036854775807"
+        cols = "started, ends, cancels, touchpoints, channels, segments, start_ids"
         if self.store.rows(f"SELECT count() FROM {db}.subscriber_facts")[0][0]:  # not a first import
             self._execute(
-                f"INSERT INTO {db}.subscriber_facts (customer_id, intervals, sign) SELECT customer_id,"
-                f" intervals, -s FROM (SELECT customer_id, intervals, sum(sign) AS s FROM {db}.subscriber_facts"
-                f" WHERE customer_id IN (SELECT customer_id FROM {who}) GROUP BY customer_id, intervals"
-                " HAVING s != 0)"
+                f"INSERT INTO {db}.subscriber_facts SELECT customer_id, {cols}, -s FROM (SELECT customer_id,"
+                f" {cols}, sum(sign) AS s FROM {db}.subscriber_facts WHERE customer_id IN"
+                f" (SELECT customer_id FROM {who}) GROUP BY customer_id, {cols} HAVING s != 0)"
             )
+        arrays = ", ".join(f"arrayMap(x -> x.{i + 1}, v)" for i in range(7))
         self._execute(
-            f"INSERT INTO {db}.subscriber_facts (customer_id, intervals, sign) SELECT customer_id,"
-            " arraySort(x -> (x.1, x.7), groupArray((started_ms,"
+            f"INSERT INTO {db}.subscriber_facts SELECT customer_id, {arrays}, 1 FROM ("
+            " SELECT customer_id, arraySort(x -> (x.1, x.7), groupArray((started_ms,"
             f" least(ifNull(next_start_ms, {far}), ifNull(cancel_ms, {far})), ifNull(cancel_ms, {far}),"
-            " toString(touchpoint), toString(channel), toString(segment), start_id))), 1"
-            f" FROM {subs} GROUP BY customer_id"
+            " toString(touchpoint), toString(channel), toString(segment), start_id))) AS v"
+            f" FROM {subs} GROUP BY customer_id)"
         )
         self._execute(
             f"INSERT INTO {db}.cases (customer_id, case_id, first_ms, resolved_ms, contacts, recontact_ms,"

@@ -124,15 +124,14 @@ def _subscribers_query(
     """`_subscriptions_query` over the signed per-customer subscriber rows: each customer once, no
     grouping by customer — the interval active at the span start (a customer's intervals never overlap),
     whether it is cancelled inside the span, whether any interval is active at its end."""
-    active = f"arrayFirstIndex(x -> x.started_ms < {_START} AND {_START} <= x.end_ms, intervals)"
-    dims = "".join(f" AND intervals[i].{name} = {{f_{name}:String}}" for name, _ in filters.items())
     _filter_sql(filters, params)  # binds the filter values
-    g = "''" if group == "''" else f"if(i > 0, intervals[i].{group}, '')"
+    dims = "".join(f" AND {name}s[i] = {{f_{name}:String}}" for name, _ in filters.items())
+    g = "''" if group == "''" else f"if(i > 0, {group}s[i], '')"
     return (
         f"SELECT idx, g, {', '.join(_statistics(metrics))} FROM ("
-        f" SELECT idx, sign AS w, {active} AS i, i > 0{dims} AS s0,"
-        f" i > 0 AND intervals[i].cancel_ms < {_END} AS churned,"
-        f" arrayExists(x -> x.started_ms < {_END} AND {_END} <= x.end_ms, intervals) AS e1, {g} AS g"
+        f" SELECT idx, sign AS w, arrayFirstIndex((s, e) -> s < {_START} AND {_START} <= e, started, ends) AS i,"
+        f" i > 0{dims} AS s0, i > 0 AND cancels[i] < {_END} AS churned,"
+        f" arrayExists((s, e) -> s < {_END} AND {_END} <= e, started, ends) AS e1, {g} AS g"
         f" FROM {{db:Identifier}}.subscriber_facts ARRAY JOIN range({grid.count}) AS idx"
         ") WHERE s0 GROUP BY idx, g"
     )

@@ -73,9 +73,9 @@ SIGNED_FACTS: dict[str, tuple[str, tuple[str, ...]]] = {
 
 #: "No end" / "no cancel" in a subscriber row's intervals.
 FAR = 9_223_372_036_854_775_807
-#: A subscriber row: {"customer_id", "intervals": [[started, end, cancel, tp, ch, seg, start_id], …]}.
+#: A subscriber row: {"customer_id", and per interval, sorted by start: "started", "ends", …}.
 Subscriber = dict[str, Any]
-INTERVAL_FIELDS = ("started_ms", "end_ms", "cancel_ms", "touchpoint", "channel", "segment", "start_id")
+SUBSCRIBER_ARRAYS = ("started", "ends", "cancels", "touchpoints", "channels", "segments", "start_ids")
 
 #: How long the writer trusts its last look at the distributed flag (a writer in another process).
 MODE_TTL_S = 1.0
@@ -88,24 +88,29 @@ def content(table: str, row: FactRow) -> FactRow:
 
 def subscriber(customer_id: str, intervals: Iterable[FactRow]) -> Subscriber | None:
     """A customer's subscriber row from its subscription interval facts (None without any)."""
-    rows = [
-        [
+    rows = sorted(
+        (
             f["started_ms"],
-            min(
-                FAR if f["next_start_ms"] is None else f["next_start_ms"],
-                FAR if f["cancel_ms"] is None else f["cancel_ms"],
-            ),
-            FAR if f["cancel_ms"] is None else f["cancel_ms"],
+            min(_far(f["next_start_ms"]), _far(f["cancel_ms"])),
+            _far(f["cancel_ms"]),
             f["touchpoint"],
             f["channel"],
             f["segment"],
             f["start_id"],
-        ]
+        )
         for f in intervals
-    ]
+    )
     if not rows:
         return None
-    return {"customer_id": customer_id, "intervals": sorted(rows, key=lambda r: (r[0], r[6]))}
+    columns = zip(*sorted(rows, key=lambda r: (r[0], r[6])), strict=True)
+    return {
+        "customer_id": customer_id,
+        **{name: list(c) for name, c in zip(SUBSCRIBER_ARRAYS, columns, strict=True)},
+    }
+
+
+def _far(ms: int | None) -> int:
+    return FAR if ms is None else ms
 
 
 def dims_set(mask: int) -> int:
@@ -357,26 +362,23 @@ class Rollups:
 
     def write_subscribers(self, changes: Iterable[tuple[Subscriber | None, Subscriber | None]]) -> None:
         """Per customer `(previous row, new row)`: −1 for the previous, +1 for the new, in one insert."""
-        rows = []
-        for row, sign in ((r, s) for old, new in changes for r, s in ((old, -1), (new, 1)) if r is not None):
-            intervals = [dict(zip(INTERVAL_FIELDS, i, strict=True)) for i in row["intervals"]]
-            rows.append({"customer_id": row["customer_id"], "intervals": intervals, "sign": sign})
+        rows = [{**row, "sign": sign} for old, new in changes for row, sign in ((old, -1), (new, 1)) if row]
         self.store.insert("subscriber_facts", rows)
 
     def net_subscribers(self, customer_ids: Sequence[str]) -> list[tuple[Subscriber, int]]:
         """What subscriber_facts holds for these customers: (row, net sign ≠ 0)."""
         if not customer_ids:
             return []
+        columns = ", ".join(SUBSCRIBER_ARRAYS)
         rows = self.store.rows(
-            "SELECT customer_id, intervals, sum(sign) AS s FROM {db:Identifier}.subscriber_facts "
-            "WHERE customer_id IN {ids:Array(String)} GROUP BY customer_id, intervals HAVING s != 0",
+            f"SELECT customer_id, {columns}, sum(sign) AS s FROM {{db:Identifier}}.subscriber_facts "
+            f"WHERE customer_id IN {{ids:Array(String)}} GROUP BY customer_id, {columns} HAVING s != 0",
             {"db": self.db, "ids": list(customer_ids)},
         )
-        out = []
-        for cid, intervals, net in rows:
-            plain = [list(t.values()) if isinstance(t, dict) else list(t) for t in intervals]
-            out.append(({"customer_id": cid, "intervals": plain}, int(net)))
-        return out
+        return [
+            ({"customer_id": r[0], **dict(zip(SUBSCRIBER_ARRAYS, r[1:-1], strict=True))}, int(r[-1]))
+            for r in rows
+        ]
 
     def net_facts(self, customer_ids: Sequence[str]) -> list[tuple[str, FactRow, int]]:
         """What the signed tables hold for these customers: (fact table, content, net sign ≠ 0)."""
