@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from cxpulse.bus.inprocess import InProcessBus
 from cxpulse.config import Settings
+from cxpulse.http.auth import Access
 from cxpulse.live.feed import ChangeFeed
 from cxpulse.pipeline.processor import Processor
 from cxpulse.store import Store, migrate, open_store
@@ -39,10 +40,15 @@ class EmbeddedRuntime:
         log.info("store ready (%d stateful events replayed since the last checkpoint)", replayed)
         return cls(store, processor, InProcessBus(processor), feed)
 
-    def app(self, settings: Settings) -> FastAPI:
+    def app(self, settings: Settings, access: Access | None = None) -> FastAPI:
         """The whole embedded service: ingest through the in-process bus, reads that see every 202."""
         return create_app(
-            self.store, settings, bus=self.bus, before_read=self.processor.flush, feed=self.feed
+            self.store,
+            settings,
+            bus=self.bus,
+            before_read=self.processor.flush,
+            feed=self.feed,
+            access=access,
         )
 
     def close(self) -> None:

@@ -29,7 +29,8 @@ async def serve(
     shutdown: Sequence[Hook] = (),
 ) -> int:
     stop = asyncio.Event()
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
     failed: list[BaseException] = []
 
     def on_done(task: asyncio.Task[None]) -> None:

@@ -9,13 +9,13 @@ from fastapi import FastAPI
 from cxpulse.bus import EventBus
 from cxpulse.config import Settings
 from cxpulse.http.app import service_app
+from cxpulse.http.auth import Access, include
 from cxpulse.http.errors import ApiError
 from cxpulse.live.feed import ChangeFeed
 from cxpulse.live.hub import PulseHub
 from cxpulse.reading import PulseReader
 from cxpulse.store.base import Store, StoreError
-from services.api import routes, stream
-from services.api.dashboard import install_dashboard
+from services.api import dashboard, routes, stream
 from services.api.stream import pulse_view_reader
 from services.ingest.routes import router as events_router
 
@@ -27,23 +27,26 @@ def create_app(
     *,
     before_read: Callable[[], None] | None = None,
     feed: ChangeFeed | None = None,
+    access: Access | None = None,
 ) -> FastAPI:
     """The app over `store`; with a `bus` it also ingests. `before_read` makes acknowledged writes visible
     to reads (the embedded processor writes facts behind events). `feed` tells the live stream about
-    commits; without one it refreshes on its heartbeat only."""
+    commits; without one it refreshes on its heartbeat only. `access` (default: from `settings`) holds the
+    API keys and limits; every router is included with its scope (SPEC §8)."""
     app = service_app(
         "CX Pulse", "A live pulse on customer experience: NPS, CSAT, CES, FCR and more, in event time."
     )
     app.state.settings = settings
+    app.state.access = access or Access(settings)
     reader = app.state.reader = PulseReader(store, before_read=before_read)
-    app.include_router(routes.router)
+    include(app, routes.router, "read")
     hub = PulseHub(pulse_view_reader(reader), feed or ChangeFeed())
     app.state.pulse_hub = hub  # the alert evaluator publishes transitions here
-    app.include_router(stream.router)
-    install_dashboard(app)
+    include(app, stream.router, "read", browser=True)
+    include(app, dashboard.router, "read", browser=True)
     if bus is not None:
         app.state.bus = bus
-        app.include_router(events_router)
+        include(app, events_router, "ingest")
 
     @app.get("/readyz", tags=["ops"], summary="The store answers queries")
     def readyz() -> dict[str, str]:

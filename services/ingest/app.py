@@ -11,14 +11,16 @@ from fastapi import FastAPI
 from cxpulse.bus.kafka import KafkaBus
 from cxpulse.config import Settings
 from cxpulse.http.app import service_app
+from cxpulse.http.auth import Access, include
 from cxpulse.http.errors import ApiError
 from services.ingest.routes import router as events_router
 
 
-def create_ingest_app(bus: KafkaBus, settings: Settings) -> FastAPI:
+def create_ingest_app(bus: KafkaBus, settings: Settings, access: Access | None = None) -> FastAPI:
     app = service_app("CX Pulse ingest", "Touchpoint events into Kafka.")
     app.state.settings, app.state.bus = settings, bus
-    app.include_router(events_router)
+    app.state.access = access or Access(settings)  # the same keys file as the API (CXPULSE_KEYS_FILE)
+    include(app, events_router, "ingest")
 
     @app.get("/readyz", tags=["ops"], summary="The Kafka broker answers")
     async def readyz() -> dict[str, str]:
