@@ -34,10 +34,11 @@ def create_app(
     commits; without one it refreshes on its heartbeat only. `access` (default: from `settings`) holds the
     API keys and limits; every router is included with its scope (SPEC §8)."""
     app = service_app(
-        "CX Pulse", "A live pulse on customer experience: NPS, CSAT, CES, FCR and more, in event time."
+        "CX Pulse",
+        "A live pulse on customer experience: NPS, CSAT, CES, FCR and more, in event time.",
+        settings,
+        access,
     )
-    app.state.settings = settings
-    app.state.access = access or Access(settings)
     reader = app.state.reader = PulseReader(store, before_read=before_read)
     include(app, routes.router, "read")
     hub = PulseHub(pulse_view_reader(reader), feed or ChangeFeed())

@@ -8,9 +8,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from cxpulse.domain.metrics import METRICS, Filters
-from cxpulse.domain.windows import iso_ms
+from cxpulse.domain.windows import DAY_MS, iso_ms
 from cxpulse.http import params
-from cxpulse.http.deps import MetricDep, MetricIdsDep, ReaderDep
+from cxpulse.http.deps import MetricDep, MetricIdsDep, ReaderDep, SettingsDep
 from cxpulse.reading import Reader
 from services.api.models import Breakdown, MetricInfo, Pulse, Series
 
@@ -24,6 +24,7 @@ router = APIRouter(tags=["pulse"])
 @router.get("/v1/pulse", summary="Current readings of the CX KPIs", response_model=Pulse)
 def pulse(
     reader: ReaderDep,
+    settings: SettingsDep,
     metric_ids: MetricIdsDep,
     window: str = DEFAULT_WINDOW,
     at: Text = None,
@@ -31,7 +32,7 @@ def pulse(
     channel: Text = None,
     segment: Text = None,
 ) -> dict[str, Any]:
-    window, window_ms = window_param(window)
+    window, window_ms = window_param(window, settings.retention_days)
     at_ms = params.timestamp_ms(at)
     return pulse_body(
         reader, metric_ids, window, window_ms, at_ms, params.filters(touchpoint, channel, segment)
@@ -54,6 +55,7 @@ def pulse_body(
 def breakdown(
     metric: MetricDep,
     reader: ReaderDep,
+    settings: SettingsDep,
     by: str,
     window: str = DEFAULT_WINDOW,
     at: Text = None,
@@ -62,10 +64,16 @@ def breakdown(
     segment: Text = None,
 ) -> dict[str, Any]:
     dim = params.dimension(by)
-    window, window_ms = window_param(window)
+    window, window_ms = window_param(window, settings.retention_days)
     at_ms = params.timestamp_ms(at)
     flt = params.filters(touchpoint, channel, segment)
     groups = reader.breakdown(metric.id, dim, window_ms, at_ms, flt)
+    if len(groups) > settings.max_breakdown_groups:
+        raise params.bad_parameter(
+            "by",
+            f"{len(groups)} {dim.value} values in this window; a breakdown answers at most "
+            f"{settings.max_breakdown_groups} (CXPULSE_MAX_BREAKDOWN_GROUPS): filter, or shorten the window",
+        )
     return {"metric": metric.id, "by": dim.value, "window": window, "at": iso_ms(at_ms), "groups": groups}
 
 
@@ -75,6 +83,7 @@ def breakdown(
 def series(
     metric: MetricDep,
     reader: ReaderDep,
+    settings: SettingsDep,
     to: Text = None,
     step: str = "1h",
     touchpoint: Text = None,
@@ -82,9 +91,13 @@ def series(
     segment: Text = None,
     from_: Annotated[str | None, Query(alias="from")] = None,
 ) -> dict[str, Any]:
-    step_ms = params.window_ms(step, "step")
+    step_ms = params.within_retention(params.window_ms(step, "step"), "step", settings.retention_days, step)
     to_ms = params.timestamp_ms(to, "to")
     from_ms = params.timestamp_ms(from_, "from") if from_ else to_ms - 24 * step_ms
+    if to_ms - from_ms > settings.retention_days * DAY_MS:
+        raise params.bad_parameter(
+            "from", f"the range from 'from' to 'to' must be at most the retention, {settings.retention_days}d"
+        )
     flt = params.filters(touchpoint, channel, segment)
     points = reader.series(metric.id, from_ms, to_ms, step_ms, flt)
     for p in points:
@@ -107,7 +120,7 @@ def metrics() -> list[dict[str, Any]]:
     ]
 
 
-def window_param(text: str) -> tuple[str, int]:
-    """The window as echoed back and in milliseconds; empty means the default."""
+def window_param(text: str, retention_days: int) -> tuple[str, int]:
+    """The window as echoed back and in milliseconds; empty means the default. At most the retention."""
     window = text.strip() or DEFAULT_WINDOW
-    return window, params.window_ms(window)
+    return window, params.within_retention(params.window_ms(window), "window", retention_days, window)

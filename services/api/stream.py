@@ -13,7 +13,7 @@ from starlette.types import Receive, Scope, Send
 from cxpulse.domain.windows import parse_window
 from cxpulse.http import params
 from cxpulse.http.auth import LOCAL, Access, CallerDep
-from cxpulse.http.deps import MetricIdsDep
+from cxpulse.http.deps import MetricIdsDep, SettingsDep
 from cxpulse.live.hub import PulseHub, View
 from cxpulse.live.hub import Reader as ViewReader
 from cxpulse.reading import Reader
@@ -69,6 +69,7 @@ router = APIRouter(tags=["pulse"])
 async def stream(
     request: Request,
     caller: CallerDep,
+    settings: SettingsDep,
     hub: Annotated[PulseHub, Depends(get_hub)],
     metric_ids: MetricIdsDep,
     window: str = "",
@@ -77,7 +78,7 @@ async def stream(
     segment: Text = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> EventSourceResponse:
-    window, _ = window_param(window)
+    window, _ = window_param(window, settings.retention_days)
     view = View(tuple(metric_ids), window, params.filters(touchpoint, channel, segment))
     resume = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
     events = hub.subscribe(view, resume)

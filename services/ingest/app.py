@@ -17,9 +17,9 @@ from services.ingest.routes import router as events_router
 
 
 def create_ingest_app(bus: KafkaBus, settings: Settings, access: Access | None = None) -> FastAPI:
-    app = service_app("CX Pulse ingest", "Touchpoint events into Kafka.")
-    app.state.settings, app.state.bus = settings, bus
-    app.state.access = access or Access(settings)  # the same keys file as the API (CXPULSE_KEYS_FILE)
+    # access: the same keys file as the API (CXPULSE_KEYS_FILE)
+    app = service_app("CX Pulse ingest", "Touchpoint events into Kafka.", settings, access)
+    app.state.bus = bus
     include(app, events_router, "ingest")
 
     @app.get("/readyz", tags=["ops"], summary="The Kafka broker answers")

@@ -1,5 +1,5 @@
-"""What every CX Pulse HTTP service shares: the error format, `/healthz`, and the event JSON Schema as the
-OpenAPI `Event` component (one source of truth)."""
+"""What every CX Pulse HTTP service shares: the error format, `/healthz`, the event JSON Schema as the
+OpenAPI `Event` component (one source of truth), access control's state and the request timeout."""
 
 from __future__ import annotations
 
@@ -9,15 +9,23 @@ from typing import Any
 from fastapi import FastAPI
 
 from cxpulse import __version__
+from cxpulse.config import Settings
 from cxpulse.domain.event_schema import event_schema
+from cxpulse.http.auth import Access
 from cxpulse.http.errors import install_error_handlers
+from cxpulse.http.timeout import RequestTimeout
 
 
-def service_app(title: str, description: str) -> FastAPI:
-    """A FastAPI app with the shared error handlers, `/healthz` and the `Event` schema in its OpenAPI."""
+def service_app(title: str, description: str, settings: Settings, access: Access | None = None) -> FastAPI:
+    """A FastAPI app with the shared error handlers, `/healthz`, the `Event` schema in its OpenAPI, the
+    settings and access control (`access`, default: from `settings`) on its state, and the request
+    timeout. Routers go in with `auth.include(app, router, scope)`."""
     app = FastAPI(title=title, version=__version__, description=description)
+    app.state.settings = settings
+    app.state.access = access or Access(settings)
     install_error_handlers(app)
     add_event_schema(app)
+    app.add_middleware(RequestTimeout, timeout_s=settings.request_timeout_s)
 
     @app.get("/healthz", tags=["ops"], summary="The process is up")
     def healthz() -> dict[str, str]:

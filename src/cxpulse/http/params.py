@@ -7,7 +7,7 @@ import time
 
 from cxpulse.domain.metrics import Dimension, Filters
 from cxpulse.domain.validation import parse_timestamp_ms
-from cxpulse.domain.windows import WindowError, parse_window
+from cxpulse.domain.windows import DAY_MS, WindowError, parse_window
 from cxpulse.http.errors import ApiError
 
 _DIMENSION_VALUE = re.compile(r"^[a-z0-9_.-]{1,64}$")
@@ -22,6 +22,13 @@ def window_ms(text: str, name: str = "window") -> int:
         return parse_window(text, name=name)
     except WindowError as exc:
         raise bad_parameter(name, str(exc)) from None
+
+
+def within_retention(ms: int, name: str, retention_days: int, text: str) -> int:
+    """A query cost limit: nothing older than the retention is kept, so no span may reach further."""
+    if ms > retention_days * DAY_MS:
+        raise bad_parameter(name, f"must be at most the retention, {retention_days}d; got {text!r}")
+    return ms
 
 
 def timestamp_ms(text: str | None, name: str = "at") -> int:
