@@ -48,7 +48,9 @@ def _access(settings: Settings) -> Access | None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from services.embedded import EmbeddedRuntime
+    from services.serving import exit_cleanly_on_sigterm
 
+    exit_cleanly_on_sigterm()
     settings = _settings(args)
     access = _access(settings)
     if access is None:
@@ -66,7 +68,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         flush=True,
     )
     try:
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+        # log_config=None: uvicorn's lines go through our handler (format, request id, redaction)
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            access_log=False,
+            log_config=None,
+        )
     finally:
         runtime.close()
     return 0
@@ -110,8 +120,9 @@ def _run_with_kafka(runtime: EmbeddedRuntime, settings: Settings, access: Access
 def cmd_ingest(args: argparse.Namespace) -> int:
     from cxpulse.bus.kafka import KafkaBus
     from services.ingest.app import create_ingest_app
-    from services.serving import serve
+    from services.serving import exit_cleanly_on_sigterm, serve
 
+    exit_cleanly_on_sigterm()
     settings = _settings(args)
     if not settings.kafka_bootstrap:
         print("cxpulse ingest: set --kafka HOST:PORT or CXPULSE_KAFKA_BOOTSTRAP", file=sys.stderr)
@@ -144,8 +155,9 @@ def cmd_api(args: argparse.Namespace) -> int:
     from cxpulse.store import migrate, open_store
     from services.aggregator.loader import Loader
     from services.api.app import create_app
-    from services.serving import Loop, serve
+    from services.serving import Loop, exit_cleanly_on_sigterm, serve
 
+    exit_cleanly_on_sigterm()
     settings = _settings(args)
     access = _access(settings)
     if access is None:
@@ -324,7 +336,16 @@ def _kafka_option(parser: argparse.ArgumentParser, text: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from pydantic import ValidationError
+
+    from cxpulse.observability.logs import configure_logging
+
+    try:
+        env = Settings()
+    except ValidationError as exc:
+        print(f"cxpulse: invalid setting: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(env.log_format, getattr(logging, env.log_level.upper()))
     args = build_parser().parse_args(argv)
     code: int = args.func(args)
     return code

@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field(
         "text", description="Log lines as text, or as JSON objects (one a line, with the request id)."
     )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Least severe log line written; debug adds one line per HTTP request."
+    )
 
     @property
     def keys_path(self) -> Path:

@@ -1,5 +1,6 @@
 """What every CX Pulse HTTP service shares: the error format, `/healthz`, the event JSON Schema as the
-OpenAPI `Event` component (one source of truth), access control's state and the request timeout."""
+OpenAPI `Event` component (one source of truth), access control's state, the request timeout and the
+request id."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from cxpulse.config import Settings
 from cxpulse.domain.event_schema import event_schema
 from cxpulse.http.auth import Access
 from cxpulse.http.errors import install_error_handlers
+from cxpulse.http.request_id import RequestId
 from cxpulse.http.timeout import RequestTimeout
 
 
@@ -26,6 +28,7 @@ def service_app(title: str, description: str, settings: Settings, access: Access
     install_error_handlers(app)
     add_event_schema(app)
     app.add_middleware(RequestTimeout, timeout_s=settings.request_timeout_s)
+    app.add_middleware(RequestId)  # outermost: the timeout's 503 and its log line carry the id too
 
     @app.get("/healthz", tags=["ops"], summary="The process is up")
     def healthz() -> dict[str, str]:
