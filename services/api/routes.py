@@ -11,10 +11,13 @@ from cxpulse.domain.metrics import METRICS, Filters
 from cxpulse.domain.windows import DAY_MS, iso_ms
 from cxpulse.http import params
 from cxpulse.http.deps import MetricDep, MetricIdsDep, ReaderDep, SettingsDep
+from cxpulse.http.errors import error_responses
 from cxpulse.reading import Reader
 from services.api.models import Breakdown, MetricInfo, Pulse, Series
 
 Text = Annotated[str | None, Query()]
+#: An RFC 3339 instant (declared as such, so clients and the fuzzer know; parsed by `params.timestamp_ms`).
+Time = Annotated[str | None, Query(json_schema_extra={"format": "date-time"})]
 
 DEFAULT_WINDOW = "24h"
 
@@ -27,7 +30,7 @@ def pulse(
     settings: SettingsDep,
     metric_ids: MetricIdsDep,
     window: str = DEFAULT_WINDOW,
-    at: Text = None,
+    at: Time = None,
     touchpoint: Text = None,
     channel: Text = None,
     segment: Text = None,
@@ -51,6 +54,7 @@ def pulse_body(
     "/v1/pulse/{metric}/breakdown",
     summary="One reading per touchpoint, channel or segment",
     response_model=Breakdown,
+    responses=error_responses(404),
 )
 def breakdown(
     metric: MetricDep,
@@ -58,7 +62,7 @@ def breakdown(
     settings: SettingsDep,
     by: str,
     window: str = DEFAULT_WINDOW,
-    at: Text = None,
+    at: Time = None,
     touchpoint: Text = None,
     channel: Text = None,
     segment: Text = None,
@@ -78,18 +82,21 @@ def breakdown(
 
 
 @router.get(
-    "/v1/series/{metric}", summary="Readings of consecutive buckets, oldest first", response_model=Series
+    "/v1/series/{metric}",
+    summary="Readings of consecutive buckets, oldest first",
+    response_model=Series,
+    responses=error_responses(404),
 )
 def series(
     metric: MetricDep,
     reader: ReaderDep,
     settings: SettingsDep,
-    to: Text = None,
+    to: Time = None,
     step: str = "1h",
     touchpoint: Text = None,
     channel: Text = None,
     segment: Text = None,
-    from_: Annotated[str | None, Query(alias="from")] = None,
+    from_: Annotated[str | None, Query(alias="from", json_schema_extra={"format": "date-time"})] = None,
 ) -> dict[str, Any]:
     step_ms = params.within_retention(params.window_ms(step, "step"), "step", settings.retention_days, step)
     to_ms = params.timestamp_ms(to, "to")

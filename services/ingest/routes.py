@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from cxpulse.domain.validation import validate_batch
 from cxpulse.http.body import decode_items
 from cxpulse.http.deps import BusDep, SettingsDep
-from cxpulse.http.errors import ApiError
+from cxpulse.http.errors import ApiError, error_responses
 
 _EXAMPLE = {
     "event_id": "evt-0001",
@@ -40,12 +40,7 @@ router = APIRouter(tags=["ingest"])
             },
         }
     },
-    responses={
-        400: {"description": "malformed body"},
-        413: {"description": "body or batch too large"},
-        422: {"description": "no event in the body is valid"},
-        503: {"description": "bus unavailable"},
-    },
+    responses=error_responses(400, 413, 422, 503),
 )
 async def post_events(request: Request, bus: BusDep, settings: SettingsDep) -> JSONResponse:
     limit = settings.max_body_bytes

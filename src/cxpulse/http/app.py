@@ -13,7 +13,7 @@ from cxpulse import __version__
 from cxpulse.config import Settings
 from cxpulse.domain.event_schema import event_schema
 from cxpulse.http.auth import Access
-from cxpulse.http.errors import install_error_handlers
+from cxpulse.http.errors import ERROR_STATUSES, ErrorBody, install_error_handlers
 from cxpulse.http.request_id import RequestId
 from cxpulse.http.timeout import RequestTimeout
 
@@ -49,7 +49,33 @@ def add_event_schema(app: FastAPI) -> None:
             spec.setdefault("components", {}).setdefault("schemas", {})["Event"] = json.loads(text)
             for name, sub in event_schema()["definitions"].items():
                 spec["components"]["schemas"][f"Event_{name}"] = sub
+            document_errors(spec)
             app.openapi_schema = spec
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def document_errors(spec: dict[str, Any]) -> None:
+    """Make the document say what the service answers on errors (checked by the schemathesis suite):
+
+    - FastAPI documents its own `422 HTTPValidationError` for every operation with parameters, but the
+      error handlers answer a bad parameter with a 400 in the error format: that 422 goes, a 400 comes;
+    - any operation may answer 503: the request timeout (and, for `/readyz`, a store that does not answer).
+    """
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    schemas.setdefault("ErrorBody", ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}"))
+    for name, definition in ErrorBody.model_json_schema()["$defs"].items():
+        schemas.setdefault(name, definition)
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    for item in spec.get("paths", {}).values():
+        for operation in item.values():
+            responses = operation.setdefault("responses", {})
+            validation = responses.get("422", {}).get("content", {}).get("application/json", {})
+            if validation.get("schema", {}).get("$ref", "").endswith("/HTTPValidationError"):
+                del responses["422"]
+            if operation.get("parameters") or operation.get("requestBody"):
+                responses.setdefault("400", {"description": ERROR_STATUSES[400], "content": error})
+            responses.setdefault("503", {"description": ERROR_STATUSES[503], "content": error})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)

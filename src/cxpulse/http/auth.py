@@ -28,7 +28,7 @@ from fastapi.params import Depends as DependsParam
 from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
 
 from cxpulse.config import Settings
-from cxpulse.http.errors import ApiError
+from cxpulse.http.errors import ApiError, error_responses
 from cxpulse.http.keys import KeyRing
 from cxpulse.http.limits import RateLimits, StreamSlots
 
@@ -131,8 +131,11 @@ def needs(scope: Scope, *, browser: bool = False) -> DependsParam:
 
 
 def include(app: FastAPI, router: APIRouter, scope: Scope, *, browser: bool = False) -> None:
-    """Include `router` with every route guarded by `scope` (the only way the app adds a router)."""
-    app.include_router(router, dependencies=[needs(scope, browser=browser)])
+    """Include `router` with every route guarded by `scope` (the only way the app adds a router); its
+    operations document the answers the guard may give."""
+    app.include_router(
+        router, dependencies=[needs(scope, browser=browser)], responses=error_responses(401, 403, 429)
+    )
 
 
 def current_caller(request: Request) -> Caller:

@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cxpulse.bus.base import BusUnavailable
@@ -37,6 +38,36 @@ class ApiError(Exception):
         self.status, self.code, self.message = status, code, message
         self.details = details or []
         self.headers = headers
+
+
+class ErrorInfo(BaseModel):
+    code: str = Field(description="machine-readable: invalid_parameter, unauthorized, rate_limited …")
+    message: str = Field(description="what went wrong and what to send instead")
+    details: list[Any] = Field(description="per-field problems, `{field, message}` (may be empty)")
+
+
+class ErrorBody(BaseModel):
+    """Every error answer (SPEC §3)."""
+
+    error: ErrorInfo
+
+
+#: What each error status means, as documented on the operations that can answer it.
+ERROR_STATUSES: dict[int, str] = {
+    400: "invalid parameter or malformed body (the message names the field)",
+    401: "no API key, or not a valid one (`WWW-Authenticate: Bearer`)",
+    403: "the API key lacks the scope this operation needs",
+    404: "unknown metric",
+    413: "body or batch too large",
+    422: "no event in the body is valid (each item's errors in details)",
+    429: "this key's rate limit or stream cap; retry after `Retry-After` seconds",
+    503: "the store or broker cannot take it, or the request timed out; retry after `Retry-After`",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for these error statuses, each with the error body's schema."""
+    return {s: {"model": ErrorBody, "description": ERROR_STATUSES[s]} for s in statuses}
 
 
 def error_body(code: str, message: str, details: list[Any] | None = None) -> dict[str, Any]:

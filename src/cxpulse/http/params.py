@@ -11,6 +11,10 @@ from cxpulse.domain.windows import DAY_MS, WindowError, parse_window
 from cxpulse.http.errors import ApiError
 
 _DIMENSION_VALUE = re.compile(r"^[a-z0-9_.-]{1,64}$")
+#: `at`, `from` and `to` lie in [1970, 2200): no event is older, and every window edge, previous window
+#: and series bucket around them stays a date the API can print (found by fuzzing: year 0 and 10000).
+MIN_TIMESTAMP_MS = 0
+MAX_TIMESTAMP_MS = 7_258_118_400_000  # 2200-01-01T00:00:00Z
 
 
 def bad_parameter(name: str, message: str) -> ApiError:
@@ -36,11 +40,14 @@ def timestamp_ms(text: str | None, name: str = "at") -> int:
     if text is None or text == "":
         return int(time.time() * 1000)
     try:
-        return parse_timestamp_ms(text)
+        ms = parse_timestamp_ms(text)
     except ValueError:
         raise bad_parameter(
             name, f"must be an RFC 3339 timestamp with offset, e.g. 2026-11-25T08:00:00Z; got {text!r}"
         ) from None
+    if not MIN_TIMESTAMP_MS <= ms < MAX_TIMESTAMP_MS:
+        raise bad_parameter(name, f"must be from 1970-01-01 up to 2200-01-01; got {text!r}")
+    return ms
 
 
 def filters(touchpoint: str | None, channel: str | None, segment: str | None) -> Filters:
