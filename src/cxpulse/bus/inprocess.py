@@ -53,7 +53,10 @@ class InProcessBus:
             try:
                 first = await asyncio.wait_for(queue.get(), self.processor.flush_interval_s)
             except TimeoutError:  # idle: write what is pending behind the events
-                await asyncio.to_thread(self.processor.flush)
+                try:
+                    await asyncio.to_thread(self.processor.flush)
+                except StoreError as exc:  # the events are stored; the facts wait for the next try
+                    log.error("writing facts and state behind the events failed (retried later): %s", exc)
                 continue
             group = [first]
             size = len(group[0][0])

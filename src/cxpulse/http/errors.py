@@ -7,10 +7,12 @@ API errors here, once:
     QueryError     (reading) → 400 invalid_parameter, naming the parameter
     BodyError      (http)    → 400 malformed_body, or 413 payload_too_large
     BusUnavailable (bus)     → 503 unavailable + Retry-After
+    StoreError     (store)   → 503 unavailable + Retry-After (a read the store could not answer)
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -23,6 +25,9 @@ from cxpulse.bus.base import BusUnavailable
 from cxpulse.domain.metrics import UnknownMetric
 from cxpulse.http.body import BodyError
 from cxpulse.reading.base import QueryError
+from cxpulse.store.base import StoreError
+
+log = logging.getLogger("cxpulse.http")
 
 
 class ApiError(Exception):
@@ -93,10 +98,24 @@ def translate(exc: Exception) -> ApiError:
             f"events not accepted, retry later: {exc}",
             headers={"Retry-After": str(exc.retry_after_s)},
         )
+    if isinstance(exc, StoreError):
+        log.error("the store failed: %s", _first_line(exc))
+        return ApiError(
+            503,
+            "unavailable",
+            f"the store cannot answer now, retry later: {_first_line(exc)}",
+            headers={"Retry-After": "5"},
+        )
     raise TypeError(f"no API error for {exc!r}")
 
 
-TRANSLATED: tuple[type[Exception], ...] = (UnknownMetric, QueryError, BodyError, BusUnavailable)
+def _first_line(exc: Exception) -> str:
+    """An engine message's first line, capped (the rest can quote SQL, and so data)."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+TRANSLATED: tuple[type[Exception], ...] = (UnknownMetric, QueryError, BodyError, BusUnavailable, StoreError)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -9,6 +9,7 @@ idempotent, so replaying is safe.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -20,6 +21,8 @@ from cxpulse.store.repository import Repository
 
 #: Recovery replays about this many events at a time (bounded memory after a large import).
 REPLAY_PART_SIZE = 200_000
+
+log = logging.getLogger("cxpulse.processor")
 
 
 class Processor:
@@ -47,6 +50,8 @@ class Processor:
         self._pending_states: set[str] = set()
         self._last_flush = time.monotonic()
         self._lock = threading.Lock()
+        #: The in-memory state folded events whose insert failed: rebuild it from the store before use.
+        self._stale = False
 
     def recover(self, *, part_size: int = REPLAY_PART_SIZE) -> int:
         """Load keyed state and replay batches written after the last checkpoint; returns events replayed.
@@ -55,19 +60,26 @@ class Processor:
         facts and state as it goes, and moves the checkpoint only at the end.
         """
         with self._lock:
-            self.states = self.repo.load_states()
-            checkpoint = self._flushed_seq = self.repo.checkpoint()
-            self._seq = self.repo.last_batch_seq()
-            total = self.repo.count_stateful_after(checkpoint)
-            parts = max(1, -(-total // part_size))
-            for part in range(parts):
-                events = self.repo.stateful_events_after(checkpoint, part, parts)
-                replayed = Step()  # already stored: only their effect on the keyed state is redone
-                for event in events:
-                    fold(event, self.states, replayed)
-                self._keep(replayed)
-                self._flush(checkpoint=checkpoint if part < parts - 1 else self._seq)
-            return total
+            return self._recover(part_size)
+
+    def _recover(self, part_size: int = REPLAY_PART_SIZE) -> int:
+        """`recover` with the lock held; what is pending is derived again from the store."""
+        self._pending_facts.clear()
+        self._pending_states.clear()
+        self.states = self.repo.load_states()
+        checkpoint = self._flushed_seq = self.repo.checkpoint()
+        self._seq = self.repo.last_batch_seq()
+        total = self.repo.count_stateful_after(checkpoint)
+        parts = max(1, -(-total // part_size))
+        for part in range(parts):
+            events = self.repo.stateful_events_after(checkpoint, part, parts)
+            replayed = Step()  # already stored: only their effect on the keyed state is redone
+            for event in events:
+                fold(event, self.states, replayed)
+            self._keep(replayed)
+            self._flush(checkpoint=checkpoint if part < parts - 1 else self._seq)
+        self._stale = False
+        return total
 
     def process(self, events: Sequence[Event]) -> PublishResult:
         """Store `events` exactly once and update everything derived from them."""
@@ -79,20 +91,30 @@ class Processor:
         `flush=False` (more work is queued) lets facts and state wait for a later batch.
         """
         with self._lock:
+            self._fresh()
             now_ms = int(time.time() * 1000)
             deliveries = [Delivery(e, now_ms) for batch in batches for e in batch]
             existing = self.repo.existing_ids(list({d.event.event_id: None for d in deliveries}))
             done = step(deliveries, dict.fromkeys(existing), self.states, batch_seq=self._seq + 1)
             if done.rows:
+                try:
+                    self.repo.insert_events(done.rows)
+                except BaseException:
+                    # not stored, so not acknowledged — but `step` already folded these events into the
+                    # keyed state: rebuild it from the store before anything else uses or saves it
+                    self._stale = True
+                    raise
                 self._seq += 1
-                self.repo.insert_events(done.rows)
                 self._keep(done)
             if (
                 flush
                 or len(self._pending_facts) >= self.flush_max_facts
                 or time.monotonic() - self._last_flush >= self.flush_interval_s
             ):
-                self._flush()
+                try:
+                    self._flush()
+                except Exception as exc:  # the events are stored (acknowledged): facts wait for a later flush
+                    log.error("writing facts and state behind the events failed (retried later): %s", exc)
             results = [done.result_of(batch) for batch in batches]
         if done.rows and self.on_commit is not None:
             self.on_commit()
@@ -101,7 +123,15 @@ class Processor:
     def flush(self) -> None:
         """Write pending facts and state now (at shutdown, and before reads)."""
         with self._lock:
+            self._fresh()
             self._flush()
+
+    def _fresh(self) -> None:
+        """After a failed insert: reload the state from the store and replay what it holds past the last
+        checkpoint (what was acknowledged), dropping what the failed batch folded in."""
+        if self._stale:
+            log.warning("rebuilding keyed state from the store after a failed insert")
+            self._recover()
 
     def _keep(self, done: Step) -> None:
         """The step's facts and changed states become pending (written by the next flush)."""
