@@ -286,10 +286,8 @@ def _worker_main(argv: list[str]) -> int:
         worker_trivial(a.port)
         return 0
     result = {
-        {
-            "_rawinsert": lambda: worker_rawinsert(a.data_dir, a.events, a.seed, a.batch),
-            "_ingestprofile": lambda: worker_ingestprofile(a.data_dir, a.events, a.seed, a.cprofile),
-        }
+        "_rawinsert": lambda: worker_rawinsert(a.data_dir, a.events, a.seed, a.batch),
+        "_ingestprofile": lambda: worker_ingestprofile(a.data_dir, a.events, a.seed, a.cprofile),
     }[a.worker]()
     print(json.dumps(result))
     return 0

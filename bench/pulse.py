@@ -229,10 +229,8 @@ def _worker_main(argv: list[str]) -> int:
     ap.add_argument("--reps", type=int, default=10)
     a = ap.parse_args(argv)
     result = {
-        {
-            "_bulkload": lambda: worker_bulkload(a.data_dir, a.stored, a.seed),
-            "_sqlprofile": lambda: worker_sqlprofile(a.data_dir, a.reps),
-        }
+        "_bulkload": lambda: worker_bulkload(a.data_dir, a.stored, a.seed),
+        "_sqlprofile": lambda: worker_sqlprofile(a.data_dir, a.reps),
     }[a.worker]()
     print(json.dumps(result))
     return 0

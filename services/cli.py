@@ -2,7 +2,8 @@
 
 `run` is the embedded mode (one process; `--kafka` puts Kafka between ingest and processing). The
 distributed shape is `ingest` (HTTP → Kafka), `aggregator` × N (Faust workers) and `api` (reads; with Kafka
-and no ClickHouse server it also loads the workers' output into its chDB store).
+and no ClickHouse server it also loads the workers' output into its chDB store). `demo` and `rules`
+(`services/rules_cli.py`) are clients of a running service.
 """
 
 from __future__ import annotations
@@ -14,12 +15,11 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import uvicorn
-
 from cxpulse.config import Settings
 from cxpulse.demo.generator import TOUCHPOINTS
 from cxpulse.domain.windows import WindowError, parse_window
 from cxpulse.store.base import StoreError
+from services import rules_cli
 
 if TYPE_CHECKING:
     from cxpulse.http.auth import Access
@@ -48,7 +48,7 @@ def _access(settings: Settings) -> Access | None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from services.embedded import EmbeddedRuntime
-    from services.serving import exit_cleanly_on_sigterm
+    from services.serving import exit_cleanly_on_sigterm, serve
 
     exit_cleanly_on_sigterm()
     settings = _settings(args)
@@ -62,37 +62,27 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     if settings.kafka_bootstrap:
         return _run_with_kafka(runtime, settings, access)
-    app = runtime.app(settings, access)
+    app = runtime.app(settings, access=access)
     print(
         f"CX Pulse (embedded) on http://{settings.host}:{settings.port}  data: {settings.data_dir}",
         flush=True,
     )
     try:
-        # log_config=None: uvicorn's lines go through our handler (format, request id, redaction)
-        uvicorn.run(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_level="warning",
-            access_log=False,
-            log_config=None,
-        )
+        return asyncio.run(serve(app, settings.host, settings.port, loops=runtime.loops()))
     finally:
         runtime.close()
-    return 0
 
 
 def _run_with_kafka(runtime: EmbeddedRuntime, settings: Settings, access: Access) -> int:
     """`run --kafka`: ingest publishes to Kafka; an in-process consumer feeds the embedded processor."""
     from cxpulse.bus.kafka import KafkaBus, ensure_topics
     from services.aggregator.kafka_embedded import KafkaFeeder
-    from services.api.app import create_app
     from services.serving import serve
 
     assert settings.kafka_bootstrap
     bootstrap = settings.kafka_bootstrap
     bus = KafkaBus(settings)
-    app = create_app(runtime.store, settings, bus=bus, before_read=runtime.processor.flush, access=access)
+    app = runtime.app(settings, bus=bus, access=access)
 
     async def topics() -> None:
         await ensure_topics(bootstrap, [settings.topic, settings.dlq_topic], settings.kafka_partitions)
@@ -108,7 +98,7 @@ def _run_with_kafka(runtime: EmbeddedRuntime, settings: Settings, access: Access
                 app,
                 settings.host,
                 settings.port,
-                loops=[KafkaFeeder(settings, runtime.processor).run],
+                loops=[KafkaFeeder(settings, runtime.processor).run, *runtime.loops()],
                 startup=[topics, bus.start],
                 shutdown=[bus.stop],
             )
@@ -323,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     api.set_defaults(func=cmd_api)
     _demo_parser(sub)
     _keys_parser(sub)
+    rules_cli.add_parser(sub)
     return parser
 
 

@@ -1,7 +1,10 @@
 """The embedded service: store + processor + in-process bus + the API, in one process.
 
 The store is chDB under the data dir, or a ClickHouse server when `CXPULSE_CLICKHOUSE_URL` is set; it is
-recovered from disk at start (keyed state loaded, batches after the last checkpoint replayed).
+recovered from disk at start (keyed state loaded, batches after the last checkpoint replayed). Alerting
+(`AlertService`) shares the store: the processor matches answers against its response rules and puts
+their notifications in its outbox; `loops()` are the evaluator and the dispatcher, which the serving
+process runs next to the HTTP server.
 """
 
 from __future__ import annotations
@@ -11,14 +14,18 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 
+from cxpulse.alerts.service import AlertService
+from cxpulse.bus import EventBus
 from cxpulse.bus.inprocess import InProcessBus
 from cxpulse.config import Settings
 from cxpulse.http.auth import Access
 from cxpulse.live.feed import ChangeFeed
 from cxpulse.pipeline.processor import Processor
+from cxpulse.reading import PulseReader
 from cxpulse.store import Store, migrate, open_store
 from cxpulse.store.repository import Repository
 from services.api.app import create_app
+from services.serving import Loop
 
 log = logging.getLogger("cxpulse.embedded")
 
@@ -29,27 +36,40 @@ class EmbeddedRuntime:
     processor: Processor
     bus: InProcessBus
     feed: ChangeFeed
+    alerts: AlertService
 
     @classmethod
-    def open(cls, settings: Settings) -> EmbeddedRuntime:
-        store = open_store(settings)
+    def open(cls, settings: Settings, store: Store | None = None) -> EmbeddedRuntime:
+        """The runtime over `store` (default: the one `settings` name; tests pass a wrapped one)."""
+        store = store if store is not None else open_store(settings)
         migrate(store)
         feed = ChangeFeed()
         processor = Processor(Repository(store), on_commit=feed.notify)
+        alerts = AlertService(store, PulseReader(store, before_read=processor.flush), settings, feed=feed)
+        processor.responses = alerts.response_rules
+        processor.outbox = alerts.outbox
+        processor.on_notify = alerts.wake_dispatcher
+        processor.on_types = alerts.evaluator.touch
         replayed = processor.recover()
-        log.info("store ready (%d stateful events replayed since the last checkpoint)", replayed)
-        return cls(store, processor, InProcessBus(processor), feed)
+        log.info("store ready (%d events replayed since the last checkpoint)", replayed)
+        return cls(store, processor, InProcessBus(processor), feed, alerts)
 
-    def app(self, settings: Settings, access: Access | None = None) -> FastAPI:
-        """The whole embedded service: ingest through the in-process bus, reads that see every 202."""
+    def app(self, settings: Settings, bus: EventBus | None = None, access: Access | None = None) -> FastAPI:
+        """The whole embedded service: ingest through the in-process bus (or `bus`), reads that see every
+        202, alert endpoints; `access`: the API keys and limits (default: from `settings`)."""
         return create_app(
             self.store,
             settings,
-            bus=self.bus,
+            bus=bus or self.bus,
             before_read=self.processor.flush,
             feed=self.feed,
+            alerts=self.alerts,
             access=access,
         )
+
+    def loops(self) -> list[Loop]:
+        """Background work to run beside the HTTP server: alert evaluation and notification delivery."""
+        return self.alerts.loops()
 
     def close(self) -> None:
         self.processor.flush()

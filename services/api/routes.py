@@ -8,12 +8,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from cxpulse.domain.metrics import METRICS, Filters
+from cxpulse.domain.outcomes import SURVEYS
 from cxpulse.domain.windows import DAY_MS, iso_ms
 from cxpulse.http import params
 from cxpulse.http.deps import MetricDep, MetricIdsDep, ReaderDep, SettingsDep
 from cxpulse.http.errors import error_responses
 from cxpulse.reading import Reader
-from services.api.models import Breakdown, MetricInfo, Pulse, Series
+from services.api.models import Breakdown, Journey, MetricInfo, Outcomes, Pulse, Series
 
 Text = Annotated[str | None, Query()]
 #: An RFC 3339 instant (declared as such, so clients and the fuzzer know; parsed by `params.timestamp_ms`).
@@ -81,6 +82,22 @@ def breakdown(
     return {"metric": metric.id, "by": dim.value, "window": window, "at": iso_ms(at_ms), "groups": groups}
 
 
+@router.get("/v1/journey", summary="Every KPI per touchpoint, in journey order", response_model=Journey)
+def journey(
+    reader: ReaderDep,
+    settings: SettingsDep,
+    window: str = DEFAULT_WINDOW,
+    at: Time = None,
+    channel: Text = None,
+    segment: Text = None,
+) -> dict[str, Any]:
+    window, window_ms = window_param(window, settings.retention_days)
+    at_ms = params.timestamp_ms(at)
+    flt = params.filters(None, channel, segment)
+    touchpoints = reader.journey(window_ms, at_ms, flt)
+    return {"window": window, "at": iso_ms(at_ms), "filters": flt.to_dict(), "touchpoints": touchpoints}
+
+
 @router.get(
     "/v1/series/{metric}",
     summary="Readings of consecutive buckets, oldest first",
@@ -110,6 +127,45 @@ def series(
     for p in points:
         p["start"], p["end"] = iso_ms(p["start"]), iso_ms(p["end"])
     return {"metric": metric.id, "step": step, "points": points}
+
+
+@router.get(
+    "/v1/outcomes",
+    summary="Does the score predict behaviour? Outcomes per NPS, CSAT or CES group",
+    response_model=Outcomes,
+)
+def outcomes(
+    reader: ReaderDep,
+    settings: SettingsDep,
+    survey: str = "nps",
+    window: str = "90d",
+    horizon: str = "90d",
+    at: Time = None,
+    touchpoint: Text = None,
+    channel: Text = None,
+    segment: Text = None,
+) -> dict[str, Any]:
+    if survey not in SURVEYS:
+        raise params.bad_parameter("survey", f"must be one of {', '.join(SURVEYS)}; got {survey!r}")
+    retention_ms = settings.retention_days * DAY_MS
+    spans = {}
+    for name, text in (("window", window), ("horizon", horizon)):
+        spans[name] = params.window_ms(text.strip(), name)
+        if spans[name] > retention_ms:
+            raise params.bad_parameter(
+                name, f"must be at most the retention ({settings.retention_days}d); got {text!r}"
+            )
+    at_ms = params.timestamp_ms(at)
+    flt = params.filters(touchpoint, channel, segment)
+    answer = reader.outcomes(survey, spans["window"], spans["horizon"], at_ms, flt)
+    return {
+        "survey": survey,
+        "window": window.strip(),
+        "horizon": horizon.strip(),
+        "at": iso_ms(at_ms),
+        "filters": flt.to_dict(),
+        **answer,
+    }
 
 
 @router.get("/v1/metrics", summary="The KPIs this service computes", response_model=list[MetricInfo])

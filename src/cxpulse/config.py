@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cxpulse.domain.windows import WindowError, parse_duration
 
 
 class Settings(BaseSettings):
@@ -101,3 +103,28 @@ class Settings(BaseSettings):
     def keys_path(self) -> Path:
         """Where the API keys live: `keys_file`, or `keys` in the data dir."""
         return Path(self.keys_file) if self.keys_file else Path(self.data_dir) / "keys"
+
+    alert_interval: str = Field(
+        "10s",
+        description="Metric alert rules are evaluated this often (and within a second of new events).",
+    )
+    notify_retry_base_s: float = Field(
+        5.0, gt=0, description="Notification retries: the first delay; each further one doubles (±20%)."
+    )
+    notify_max_attempts: int = Field(
+        8, ge=1, description="Notification attempts per target before giving up."
+    )
+    notify_timeout_s: float = Field(10.0, gt=0, description="How long one notification attempt may take.")
+
+    @field_validator("alert_interval")
+    @classmethod
+    def _interval(cls, value: str) -> str:
+        try:
+            parse_duration(value, name="CXPULSE_ALERT_INTERVAL")
+        except WindowError as exc:
+            raise ValueError(str(exc)) from None
+        return value.strip()
+
+    @property
+    def alert_interval_s(self) -> float:
+        return parse_duration(self.alert_interval, name="CXPULSE_ALERT_INTERVAL") / 1000

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -43,6 +44,14 @@ SCOPE: dict[tuple[str, str], str] = {
     ("GET", "/metrics"): "read",
     ("GET", "/v1/journey"): "read",
     ("GET", "/v1/outcomes"): "read",
+    ("GET", "/v1/alerts"): "read",
+    ("GET", "/v1/alerts/transitions"): "read",
+    ("GET", "/v1/alerts/notifications"): "read",
+    ("POST", "/v1/alert-rules"): "admin",
+    ("GET", "/v1/alert-rules"): "admin",
+    ("GET", "/v1/alert-rules/{rule_id}"): "admin",
+    ("PUT", "/v1/alert-rules/{rule_id}"): "admin",
+    ("DELETE", "/v1/alert-rules/{rule_id}"): "admin",
 }
 OPEN = {("GET", path) for path in OPEN_PATHS}
 #: Routes a browser opens by URL: they also take `?key=`.
@@ -51,7 +60,9 @@ BROWSER = {("GET", "/"), ("GET", "/static/{path:path}"), ("GET", "/v1/stream")}
 
 def _app_routes() -> list[tuple[str, str]]:
     """(method, path) of every route the full app serves (built over placeholders: no store is touched)."""
-    app = create_app(object(), Settings(keys_file="/nonexistent/keys"), bus=object())  # type: ignore[arg-type]
+    alerts = SimpleNamespace(evaluator=SimpleNamespace(listeners=[]))
+    settings = Settings(keys_file="/nonexistent/keys")
+    app = create_app(object(), settings, bus=object(), alerts=alerts)  # type: ignore[arg-type]
     out = set()
     for route in iter_route_contexts(app.routes):
         for method in route.methods or {"GET"}:
@@ -82,7 +93,16 @@ SAMPLE: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/metrics"): {"url": "/metrics"},
     ("GET", "/v1/journey"): {"url": "/v1/journey"},
     ("GET", "/v1/outcomes"): {"url": "/v1/outcomes"},
+    ("GET", "/v1/alerts"): {"url": "/v1/alerts"},
+    ("GET", "/v1/alerts/transitions"): {"url": "/v1/alerts/transitions"},
+    ("GET", "/v1/alerts/notifications"): {"url": "/v1/alerts/notifications"},
+    ("POST", "/v1/alert-rules"): {"url": "/v1/alert-rules", "rule": True},
+    ("GET", "/v1/alert-rules"): {"url": "/v1/alert-rules"},
+    ("GET", "/v1/alert-rules/{rule_id}"): {"url": "/v1/alert-rules/{rule}", "needs_rule": True},
+    ("PUT", "/v1/alert-rules/{rule_id}"): {"url": "/v1/alert-rules/{rule}", "needs_rule": True, "rule": True},
+    ("DELETE", "/v1/alert-rules/{rule_id}"): {"url": "/v1/alert-rules/{rule}", "needs_rule": True},
 }
+RULE = {"name": "access test", "metric": "nps", "condition": {"op": "below", "threshold": 0}}
 
 
 @dataclass
@@ -115,15 +135,22 @@ def keyed(settings: Settings, tmp_path: Path) -> Iterator[Keyed]:
 
 
 def _call(
-    base: str, route: tuple[str, str], headers: dict[str, str], query_key: str | None = None
+    keyed: Keyed, route: tuple[str, str], headers: dict[str, str], query_key: str | None = None
 ) -> httpx.Response:
     sample = SAMPLE[route]
-    url = base + sample["url"]
+    url = keyed.url + sample["url"]
+    if sample.get("needs_rule"):  # a rule of its own, made with the admin key (a DELETE uses it up)
+        admin = {"Authorization": f"Bearer {keyed.keys['admin']}"}
+        made = httpx.post(f"{keyed.url}/v1/alert-rules", json=RULE, headers=admin)
+        assert made.status_code == 201, made.text
+        url = url.replace("{rule}", made.json()["id"])
     if query_key is not None:
         url += ("&" if "?" in url else "?") + f"key={query_key}"
     method = route[0]
     kwargs: dict[str, Any] = {"headers": headers, "timeout": 30}
-    if method == "POST":
+    if sample.get("rule"):
+        kwargs["json"] = RULE
+    elif method == "POST":
         kwargs["json"] = [_nps(f"evt-{time.monotonic_ns()}")]
     if sample.get("stream"):
         with httpx.stream(method, url, **kwargs) as response:
@@ -161,17 +188,17 @@ def test_every_route_answers_each_kind_of_caller(keyed: Keyed, route: tuple[str,
             caller, keyed.keys.get(caller)
         )
         headers = {} if token is None else {"Authorization": f"Bearer {token}"}
-        response = _call(keyed.url, route, headers)
+        response = _call(keyed, route, headers)
         if caller in ("none", "malformed", "unknown", "revoked"):
             error = _assert_error(response, 401, "unauthorized")
             assert response.headers["www-authenticate"].startswith("Bearer")
             assert "Bearer" in error["message"]
         elif caller == needed:
-            assert response.status_code in (200, 202), (caller, route, response.text)
+            assert response.status_code in (200, 201, 202, 204), (caller, route, response.text)
         else:
             _assert_error(response, 403, "forbidden")
-    ok = _call(keyed.url, route, {"Authorization": f"Bearer {keyed.keys['all']}"})
-    assert ok.status_code in (200, 202), ok.text
+    ok = _call(keyed, route, {"Authorization": f"Bearer {keyed.keys['all']}"})
+    assert ok.status_code in (200, 201, 202, 204), ok.text
 
 
 def test_401_says_the_same_whatever_the_key(keyed: Keyed) -> None:
@@ -191,7 +218,7 @@ def test_401_says_the_same_whatever_the_key(keyed: Keyed) -> None:
 def test_query_key_only_where_a_browser_needs_it(keyed: Keyed) -> None:
     for route in PROTECTED:
         key = keyed.keys["all"]
-        response = _call(keyed.url, route, {}, query_key=key)
+        response = _call(keyed, route, {}, query_key=key)
         if route in BROWSER:
             assert response.status_code == 200, (route, response.text)
         else:
@@ -304,3 +331,34 @@ def test_a_public_bind_without_keys_is_refused(tmp_path: Path, command: str) -> 
     assert "refusing to serve without API keys on 0.0.0.0" in done.stderr
     assert "cxpulse keys create" in done.stderr and "CXPULSE_ALLOW_OPEN=true" in done.stderr
     assert not (tmp_path / "d").exists()
+
+
+def test_a_webhook_target_on_a_private_address_is_a_422_naming_url(settings: Settings) -> None:
+    """With the default policy (CXPULSE_WEBHOOK_ALLOW_PRIVATE unset); literal addresses, so no DNS query."""
+    settings = settings.model_copy(update={"webhook_allow_private": False})
+    runtime = EmbeddedRuntime.open(settings)
+    try:
+        with served(runtime.app(settings)) as url:
+            for target in (
+                "http://169.254.169.254/latest/meta-data",
+                "http://127.0.0.1:9/hook",
+                "http://[::1]/x",
+                "http://10.0.0.7/hook",
+                "http://192.168.1.20/hook",
+                "ftp://93.184.216.34/x",
+            ):
+                rule = {**RULE, "notify": [{"type": "webhook", "url": target}]}
+                response = httpx.post(f"{url}/v1/alert-rules", json=rule)
+                error = _assert_error(response, 422, "invalid_rule")
+                assert [d["field"] for d in error["details"]] == ["notify[0].url"], error
+            # a public address is fine (disabled, and no evaluator runs here: nothing is ever sent to it)
+            ok = {
+                **RULE,
+                "enabled": False,
+                "notify": [{"type": "webhook", "url": "https://93.184.216.34/hook"}],
+            }
+            assert httpx.post(f"{url}/v1/alert-rules", json=ok).status_code == 201
+    finally:
+        runtime.processor.flush()
+        runtime.store.execute(f"DROP DATABASE IF EXISTS {settings.database} SYNC")
+        runtime.store.close()

@@ -14,13 +14,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from cxpulse.bus.inprocess import InProcessBus
 from cxpulse.config import Settings
-from cxpulse.live.feed import ChangeFeed
-from cxpulse.pipeline.processor import Processor
-from cxpulse.store import migrate, open_store
+from cxpulse.store import open_store
 from cxpulse.store.base import Store, StoreError
-from cxpulse.store.repository import Repository
 from services.embedded import EmbeddedRuntime
 from tests.conftest import event, iso
 
@@ -53,18 +49,10 @@ class FailingStore:
         self.store.close()
 
 
-def _runtime(store: FailingStore) -> EmbeddedRuntime:
-    feed = ChangeFeed()
-    processor = Processor(Repository(store), on_commit=feed.notify)
-    processor.recover()
-    return EmbeddedRuntime(store, processor, InProcessBus(processor), feed)
-
-
 @pytest.fixture
 def faulty(settings: Settings) -> Iterator[tuple[FailingStore, TestClient, Settings]]:
     store = FailingStore(open_store(settings))
-    migrate(store)
-    runtime = _runtime(store)
+    runtime = EmbeddedRuntime.open(settings, store)
     yield store, TestClient(runtime.app(settings)), settings
     store.failing.clear()
     store.execute(f"DROP DATABASE IF EXISTS {settings.database} SYNC")
@@ -123,7 +111,7 @@ def test_a_refused_batch_leaves_no_trace_in_keyed_state(
     assert client.post("/v1/events", json=later).status_code == 202
     assert _reading(client, "fcr")["n"] == 0
     # and the same from the store alone, after a restart
-    reopened = TestClient(_runtime(store).app(settings))
+    reopened = TestClient(EmbeddedRuntime.open(settings, store).app(settings))
     assert _reading(reopened, "fcr")["n"] == 0
     # the client retries the refused batch: now the case is resolved — re-contacted, so not first-contact
     assert client.post("/v1/events", json=refused).json()["accepted"] == 2

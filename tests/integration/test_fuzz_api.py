@@ -13,6 +13,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -20,6 +21,7 @@ import orjson
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -56,6 +58,7 @@ def fuzzed(chdb_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         ingest_rate=0,
         read_rate=0,
         max_streams_per_key=1000,
+        webhook_allow_private=True,  # generated hostnames must not become DNS queries
     )
     key = KeyFile(keys).create("fuzz", frozenset({"ingest", "read", "admin"}))
     runtime = EmbeddedRuntime.open(settings)
@@ -71,7 +74,9 @@ def fuzzed(chdb_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 def _openapi() -> dict[str, Any]:
     """The document the service serves at /openapi.json (built over placeholders: it does not depend on
     the store). Loaded at import, since the operations become the test's parameters."""
-    app = create_app(object(), Settings(keys_file="/nonexistent/keys"), bus=object())  # type: ignore[arg-type]
+    alerts = SimpleNamespace(evaluator=SimpleNamespace(listeners=[]))
+    settings = Settings(keys_file="/nonexistent/keys")
+    app = create_app(object(), settings, bus=object(), alerts=alerts)  # type: ignore[arg-type]
     return app.openapi()
 
 
@@ -128,3 +133,60 @@ def test_what_the_fuzzer_found_is_a_400_naming_the_parameter(fuzzed: Fuzzed, pat
     response = httpx.get(fuzzed.url + path, headers=fuzzed.headers)
     assert response.status_code == 400, response.text
     assert response.json()["error"]["details"][0]["field"] == field
+
+
+VALID_RULES = st.one_of(
+    st.fixed_dictionaries(
+        {
+            "name": st.text(min_size=1, max_size=30).filter(str.strip),
+            "metric": st.sampled_from(["nps", "csat", "ces", "fcr", "churn"]),
+            "window": st.sampled_from(["1h", "24h", "7d"]),
+            "condition": st.one_of(
+                st.fixed_dictionaries(
+                    {"op": st.sampled_from(["below", "above"]), "threshold": st.integers(-100, 100)}
+                ),
+                st.fixed_dictionaries(
+                    {"op": st.sampled_from(["worsen", "improve"]), "by": st.integers(1, 50)}
+                ),
+            ),
+            "enabled": st.booleans(),
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "type": st.just("response"),
+            "name": st.just("call detractors"),
+            "survey": st.sampled_from(["nps", "ces"]),
+        }
+    ),
+)
+
+
+def test_alert_rules_stateful(fuzzed: Fuzzed) -> None:
+    """Sequences over the rules collection, following the document's links (create → get / replace /
+    delete the created rule): no 5xx and no answer outside the document, whatever the order."""
+    rules = schema.include(path_regex=r"^/v1/alert-rules")
+
+    @rules.hook
+    def before_generate_body(context: Any, strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+        """The document types the rule body loosely (`Any`): mix in valid rules, so that creates succeed
+        and the links (get / replace / delete the created rule) get followed."""
+        return st.one_of(strategy, VALID_RULES, VALID_RULES)
+
+    base = rules.as_state_machine()
+
+    class Rules(base):  # type: ignore[misc, valid-type]
+        def get_call_kwargs(self, case: schemathesis.Case[Any]) -> dict[str, Any]:
+            return {"base_url": fuzzed.url, "headers": fuzzed.headers, "timeout": 60}
+
+        def validate_response(self, response: Any, case: schemathesis.Case[Any], **kwargs: Any) -> None:
+            case.validate_response(response, checks=CHECKS)
+
+    Rules.run(
+        settings=settings(
+            max_examples=max(5, EXAMPLES // 4),
+            stateful_step_count=6,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+        )
+    )

@@ -21,6 +21,7 @@ from cxpulse.domain.alerts.rules import (
     Target,
     check_target_url,
     mask_secret,
+    mask_url,
     parse_rule,
     rule_to_json,
 )
@@ -294,7 +295,8 @@ def test_a_masked_secret_sent_back_keeps_the_stored_one() -> None:
 def test_the_public_json_parses_back_to_the_same_rule(rule: dict[str, Any]) -> None:
     parsed = parse_rule(rule, metrics=METRICS, rule_id="r9")
     shown = rule_to_json(parsed)
-    assert parse_rule(shown, metrics=METRICS, rule_id="r9") == parsed
+    assert parse_rule(shown, metrics=METRICS, rule_id="r9", previous=parsed) == parsed
+    assert parse_rule(rule_to_json(parsed, mask_secrets=False), metrics=METRICS, rule_id="r9") == parsed
     if isinstance(parsed, MetricRule):
         assert (shown["for"], shown["keep_firing_for"]) == ("0s", "90m")
 
@@ -339,3 +341,22 @@ def test_the_alerts_domain_imports_only_stdlib_and_the_domain() -> None:
                 assert name.startswith("cxpulse.domain") or top in sys.stdlib_module_names, (
                     f"{module.name} imports {name}"
                 )
+
+
+def test_a_slack_url_is_masked_like_a_secret_and_kept_when_sent_back() -> None:
+    url = "https://hooks.slack.com/services/T0001/B0002/abcdefghijklmnopqrstWXYZ"
+    rule = parse_rule(metric_rule(notify=[{"type": "slack", "url": url}]), metrics=METRICS, rule_id="r1")
+    shown = rule_to_json(rule)
+    assert shown["notify"][0]["url"] == "https://hooks.slack.com/…WXYZ" == mask_url(url)
+    assert "abcdefghijklmnop" not in json.dumps(shown)
+    assert rule_to_json(rule, mask_secrets=False)["notify"][0]["url"] == url
+    edited = {**shown, "severity": "critical"}
+    updated = parse_rule(edited, metrics=METRICS, rule_id="r1", previous=rule)
+    assert updated.notify[0].url == url
+    assert fields_of(edited) == ["notify[0].url"]  # a mask is not a URL without the rule it came from
+    webhook = parse_rule(
+        metric_rule(notify=[{"type": "webhook", "url": "https://h.example/x…y"}]),
+        metrics=METRICS,
+        rule_id="r",
+    )
+    assert webhook.notify[0].url == "https://h.example/x…y"  # only Slack URLs are masked

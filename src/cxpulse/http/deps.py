@@ -11,6 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, Query, Request
 
+from cxpulse.alerts.service import AlertService
 from cxpulse.bus import EventBus
 from cxpulse.config import Settings
 from cxpulse.domain.metrics import METRICS, Metric, UnknownMetric, metric_by_id
@@ -34,6 +35,13 @@ def get_bus(request: Request) -> EventBus:
     if bus is None:  # only apps built with a bus route to ingest
         raise ApiError(404, "not_found", "this service does not ingest events")
     return bus
+
+
+def get_alerts(request: Request) -> AlertService:
+    alerts: AlertService | None = getattr(request.app.state, "alerts", None)
+    if alerts is None:  # only apps built with an alert service route to the alert endpoints
+        raise ApiError(404, "not_found", "this service does not manage alert rules")
+    return alerts
 
 
 def path_metric(metric: str) -> Metric:
@@ -63,5 +71,6 @@ def metrics_param(
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ReaderDep = Annotated[Reader, Depends(get_reader)]
 BusDep = Annotated[EventBus, Depends(get_bus)]
+AlertsDep = Annotated[AlertService, Depends(get_alerts)]
 MetricDep = Annotated[Metric, Depends(path_metric)]
 MetricIdsDep = Annotated[list[str], Depends(metrics_param)]

@@ -7,6 +7,9 @@ API errors here, once:
     QueryError     (reading) → 400 invalid_parameter, naming the parameter
     BodyError      (http)    → 400 malformed_body, or 413 payload_too_large
     BusUnavailable (bus)     → 503 unavailable + Retry-After
+    RuleError      (domain)  → 422 invalid_rule, one detail per bad field
+    UnknownRule    (alerts)  → 404 unknown_rule
+    RuleExists     (alerts)  → 409 rule_exists
     StoreError     (store)   → 503 unavailable + Retry-After (a read the store could not answer)
 """
 
@@ -21,7 +24,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from cxpulse.alerts.service import RuleExists, UnknownRule
 from cxpulse.bus.base import BusUnavailable
+from cxpulse.domain.alerts.rules import RuleError
 from cxpulse.domain.metrics import UnknownMetric
 from cxpulse.http.body import BodyError
 from cxpulse.reading.base import QueryError
@@ -62,9 +67,10 @@ ERROR_STATUSES: dict[int, str] = {
     400: "invalid parameter or malformed body (the message names the field)",
     401: "no API key, or not a valid one (`WWW-Authenticate: Bearer`)",
     403: "the API key lacks the scope this operation needs",
-    404: "unknown metric",
+    404: "unknown metric or rule",
+    409: "a rule with this id exists",
     413: "body or batch too large",
-    422: "no event in the body is valid (each item's errors in details)",
+    422: "nothing valid to accept: no valid event in the body, or an invalid rule (each problem in details)",
     429: "this key's rate limit or stream cap; retry after `Retry-After` seconds",
     503: "the store or broker cannot take it, or the request timed out; retry after `Retry-After`",
 }
@@ -98,6 +104,13 @@ def translate(exc: Exception) -> ApiError:
             f"events not accepted, retry later: {exc}",
             headers={"Retry-After": str(exc.retry_after_s)},
         )
+    if isinstance(exc, RuleError):
+        fields = ", ".join(dict.fromkeys(e["field"] or "(body)" for e in exc.errors))
+        return ApiError(422, "invalid_rule", f"the rule is not valid ({fields}): {exc}", exc.errors)
+    if isinstance(exc, UnknownRule):
+        return ApiError(404, "unknown_rule", str(exc))
+    if isinstance(exc, RuleExists):
+        return ApiError(409, "rule_exists", str(exc))
     if isinstance(exc, StoreError):
         log.error("the store failed: %s", _first_line(exc))
         return ApiError(
@@ -115,7 +128,16 @@ def _first_line(exc: Exception) -> str:
     return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
-TRANSLATED: tuple[type[Exception], ...] = (UnknownMetric, QueryError, BodyError, BusUnavailable, StoreError)
+TRANSLATED: tuple[type[Exception], ...] = (
+    UnknownMetric,
+    QueryError,
+    BodyError,
+    BusUnavailable,
+    RuleError,
+    UnknownRule,
+    RuleExists,
+    StoreError,
+)
 
 
 def install_error_handlers(app: FastAPI) -> None:

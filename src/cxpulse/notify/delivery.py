@@ -15,7 +15,7 @@ from enum import StrEnum
 import httpx
 import orjson
 
-from cxpulse.notify.outbox import Delivery
+from cxpulse.notify.outbox import Delivery, wire_body
 from cxpulse.notify.signing import webhook_headers
 
 #: Statuses worth retrying besides 5xx: timeout, too early, too many requests.
@@ -91,24 +91,25 @@ async def attempt(
     client: httpx.AsyncClient, delivery: Delivery, *, now_s: float, timeout_s: float
 ) -> AttemptResult:
     """POST the delivery's body once (no redirects followed) and classify what came back."""
+    body = wire_body(delivery)
     headers = {"content-type": "application/json", "user-agent": USER_AGENT}
-    headers |= webhook_headers(delivery.id, delivery.body, now_s, delivery.target.secret)
+    headers |= webhook_headers(delivery.id, body, now_s, delivery.target.secret)
     started = time.monotonic()
     try:
         async with client.stream(
             "POST",
             delivery.target.url,
-            content=delivery.body.encode(),
+            content=body.encode(),
             headers=headers,
             timeout=timeout_s,
             follow_redirects=False,
         ) as response:
-            body = await _read_capped(response)
+            answer = await _read_capped(response)
     except Exception as exc:  # classify_error decides which failures are worth a retry
         result = classify_error(exc)
     else:
         now = datetime.fromtimestamp(now_s, UTC)
-        result = classify(delivery.target.type, response.status_code, response.headers, body, now)
+        result = classify(delivery.target.type, response.status_code, response.headers, answer, now)
     duration = int((time.monotonic() - started) * 1000)
     return AttemptResult(result.outcome, result.status_code, result.error, result.retry_after_s, duration)
 

@@ -3,7 +3,8 @@ restart and every attempt can be listed.
 
 Rows are versioned (ReplacingMergeTree): `add` writes version 1 only for ids it has not seen, every attempt
 writes version + 1, so re-adding a notification (a replayed event, a re-run evaluation) never resets a row
-that was already delivered.
+that was already delivered. A row keeps the notification's JSON body whatever the target; a Slack target
+is sent its rendering of it (`wire_body`), so the listing shows the same facts for every target.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class Notification:
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """One outbox row: `body` is the exact text POSTed (a webhook body or its Slack rendering)."""
+    """One outbox row: `body` is the notification's JSON (what a webhook gets; see `wire_body`)."""
 
     id: str
     target_index: int
@@ -113,6 +114,9 @@ class Outbox(Protocol):
     def add(self, notification: Notification, now_ms: int) -> int:
         """Enqueue one row per target; an id already in the outbox adds nothing. Returns rows added."""
 
+    def add_many(self, notifications: Sequence[Notification], now_ms: int) -> int:
+        """`add` for several notifications in one write. Returns rows added."""
+
     def due(self, now_ms: int, limit: int = 100) -> list[Delivery]:
         """Pending rows whose next attempt is due, oldest first."""
 
@@ -128,17 +132,36 @@ class Outbox(Protocol):
     def disabled_targets(self, rule_id: str | None = None) -> set[tuple[str, str]]:
         """(rule_id, url) of every disabled target."""
 
-    def deliveries(self, rule_id: str | None = None, limit: int = 100) -> list[Delivery]:
+    def deliveries(
+        self, rule_id: str | None = None, limit: int = 100, kind: Kind | None = None
+    ) -> list[Delivery]:
         """Rows, newest first."""
 
-    def attempts(self, rule_id: str | None = None, limit: int = 100) -> list[AttemptRecord]:
-        """Every attempt, newest first."""
+    def attempts(
+        self,
+        rule_id: str | None = None,
+        limit: int = 100,
+        kind: Kind | None = None,
+        ids: Sequence[str] | None = None,
+    ) -> list[AttemptRecord]:
+        """Every attempt, newest first (of the notifications `ids` only, when given)."""
+
+    def latest(
+        self, rule_id: str | None = None, kind: Kind | None = None, limit: int = 100
+    ) -> list[Delivery]:
+        """Every row of the `limit` newest notifications, newest first."""
 
 
 def render(notification: Notification, target: Target) -> str:
-    """The text POSTed to `target`: the webhook body as is, or its Slack message."""
-    body = slack_payload(notification.body) if target.type == "slack" else notification.body
-    return orjson.dumps(body).decode()
+    """The text an outbox row keeps: the notification's JSON body (the same for every target)."""
+    return orjson.dumps(notification.body).decode()
+
+
+def wire_body(delivery: Delivery) -> str:
+    """The text POSTed for a row: the body as is for a webhook, its Slack message for Slack."""
+    if delivery.target.type == "slack":
+        return orjson.dumps(slack_payload(orjson.loads(delivery.body))).decode()
+    return delivery.body
 
 
 _DELIVERY_COLUMNS = (
@@ -149,6 +172,10 @@ _ATTEMPT_COLUMNS = (
     "id, target_index, rule_id, kind, target_type, url, attempt, at_ms, duration_ms, outcome, status_code, "
     "error, next_attempt_ms"
 )
+
+
+#: Rows of one rule and kind ('' = any).
+_MATCHING = "({rule:String} = '' OR rule_id = {rule:String}) AND ({kind:String} = '' OR kind = {kind:String})"
 
 
 class StoreOutbox:
@@ -163,33 +190,44 @@ class StoreOutbox:
         self._lock = threading.Lock()
 
     def add(self, notification: Notification, now_ms: int) -> int:
+        return self.add_many([notification], now_ms)
+
+    def add_many(self, notifications: Sequence[Notification], now_ms: int) -> int:
+        if not notifications:
+            return 0
         with self._lock:
-            seen = self._store.rows(
-                f"SELECT count() FROM {self._db}.notifications WHERE id = {{id:String}}",
-                {"id": notification.id},
-            )
-            if int(seen[0][0]):
-                return 0
-            disabled = self.disabled_targets(notification.rule_id)
-            rows = []
-            for index, target in enumerate(notification.targets):
-                off = (notification.rule_id, target.url) in disabled
-                row = Delivery(
-                    id=notification.id,
-                    target_index=index,
-                    version=1,
-                    rule_id=notification.rule_id,
-                    kind=notification.kind,
-                    target=target,
-                    body=render(notification, target),
-                    status=Status.DISABLED if off else Status.PENDING,
-                    attempts=0,
-                    created_ms=now_ms,
-                    next_attempt_ms=now_ms,
-                    last_result="target disabled (it answered 410 Gone)" if off else "",
+            seen = {
+                r[0]
+                for r in self._store.rows(
+                    f"SELECT DISTINCT id FROM {self._db}.notifications WHERE id IN {{ids:Array(String)}}",
+                    {"ids": sorted({n.id for n in notifications})},
                 )
-                rows.append(_delivery_row(row))
-            self._store.insert("notifications", rows)
+            }
+            disabled = self.disabled_targets() if any(n.targets for n in notifications) else set()
+            rows = []
+            for notification in notifications:
+                if notification.id in seen:
+                    continue
+                seen.add(notification.id)
+                for index, target in enumerate(notification.targets):
+                    off = (notification.rule_id, target.url) in disabled
+                    row = Delivery(
+                        id=notification.id,
+                        target_index=index,
+                        version=1,
+                        rule_id=notification.rule_id,
+                        kind=notification.kind,
+                        target=target,
+                        body=render(notification, target),
+                        status=Status.DISABLED if off else Status.PENDING,
+                        attempts=0,
+                        created_ms=now_ms,
+                        next_attempt_ms=now_ms,
+                        last_result="target disabled (it answered 410 Gone)" if off else "",
+                    )
+                    rows.append(_delivery_row(row))
+            if rows:
+                self._store.insert("notifications", rows)
             return len(rows)
 
     def due(self, now_ms: int, limit: int = 100) -> list[Delivery]:
@@ -220,21 +258,46 @@ class StoreOutbox:
         )
         return {(r[0], r[1]) for r in rows}
 
-    def deliveries(self, rule_id: str | None = None, limit: int = 100) -> list[Delivery]:
+    def deliveries(
+        self, rule_id: str | None = None, limit: int = 100, kind: Kind | None = None
+    ) -> list[Delivery]:
         rows = self._store.rows(
-            f"SELECT {_DELIVERY_COLUMNS} FROM {self._db}.notifications FINAL "
-            "WHERE {rule:String} = '' OR rule_id = {rule:String} "
+            f"SELECT {_DELIVERY_COLUMNS} FROM {self._db}.notifications FINAL WHERE {_MATCHING} "
             "ORDER BY created_ms DESC, id, target_index LIMIT {limit:UInt32}",
-            {"rule": rule_id or "", "limit": limit},
+            {"rule": rule_id or "", "kind": kind or "", "limit": limit},
         )
         return [_delivery(r) for r in rows]
 
-    def attempts(self, rule_id: str | None = None, limit: int = 100) -> list[AttemptRecord]:
+    def latest(
+        self, rule_id: str | None = None, kind: Kind | None = None, limit: int = 100
+    ) -> list[Delivery]:
         rows = self._store.rows(
-            f"SELECT {_ATTEMPT_COLUMNS} FROM {self._db}.notification_attempts "
-            "WHERE {rule:String} = '' OR rule_id = {rule:String} "
+            f"SELECT {_DELIVERY_COLUMNS} FROM {self._db}.notifications FINAL WHERE id IN ("
+            f" SELECT id FROM {self._db}.notifications WHERE {_MATCHING}"
+            " GROUP BY id ORDER BY min(created_ms) DESC, id LIMIT {limit:UInt32}"
+            ") ORDER BY created_ms DESC, id, target_index",
+            {"rule": rule_id or "", "kind": kind or "", "limit": limit},
+        )
+        return [_delivery(r) for r in rows]
+
+    def attempts(
+        self,
+        rule_id: str | None = None,
+        limit: int = 100,
+        kind: Kind | None = None,
+        ids: Sequence[str] | None = None,
+    ) -> list[AttemptRecord]:
+        rows = self._store.rows(
+            f"SELECT {_ATTEMPT_COLUMNS} FROM {self._db}.notification_attempts WHERE {_MATCHING} "
+            "AND ({any_id:UInt8} = 1 OR id IN {ids:Array(String)}) "
             "ORDER BY at_ms DESC, attempt DESC LIMIT {limit:UInt32}",
-            {"rule": rule_id or "", "limit": limit},
+            {
+                "rule": rule_id or "",
+                "kind": kind or "",
+                "limit": limit,
+                "any_id": int(ids is None),
+                "ids": list(ids or []),
+            },
         )
         return [_attempt(r) for r in rows]
 

@@ -9,6 +9,19 @@ state (any mutable mapping: a dict, or a view over a Faust table), it decides pe
 - **redelivery**: the same copy again (same Kafka position, after a crash or a rebalance) → processed
   again: its row is written again (writes are idempotent) and, when its effect is already in the state,
   the customer's current facts are re-emitted, since the first attempt's output may not have landed.
+
+Close-the-loop (SPEC §4) runs here too, so both runtimes match answers as they are accepted: every new or
+redelivered `survey_answer` is judged against the response rules passed in `responses`, as of the copy's
+`received_ms` (so a replay decides the same). A match yields a `Notification` in `Step.notifications`, with
+an id derived from the rule and the event id (`responses.notification_id`): a duplicate or a replay can only
+ever produce the same id, which the outbox ignores. The per-customer cooldown lives in the keyed state, as
+`state["notified"] = {rule_id: answer_ms}` (the event time of the latest notified answer; created when
+first needed, so states saved before it existed load unchanged); a customer it changes is in
+`Step.changed`, so the runtime saves it like any other state change.
+
+Interface the runtimes rely on: `step(deliveries, known, states, *, batch_seq, responses=())` →
+`Step` with `rows`, `first_seen`, `facts`, `changed`, `stored` and `notifications` (add them to the
+outbox after the events are durable).
 """
 
 from __future__ import annotations
@@ -17,8 +30,12 @@ from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cxpulse.domain.events import STATEFUL_TYPES, Event
+from cxpulse.domain.alerts.payloads import response_payload
+from cxpulse.domain.alerts.responses import cooldown_allows, notification_id, response_matches
+from cxpulse.domain.alerts.rules import ResponseRule
+from cxpulse.domain.events import STATEFUL_TYPES, Event, EventType
 from cxpulse.domain.state import FACT_ID, CustomerState, FactRow, apply, current_facts, new_state
+from cxpulse.notify.outbox import Notification
 
 EventRow = dict[str, Any]
 FactKey = tuple[str, str, str]  # (table, customer_id, fact id)
@@ -56,6 +73,8 @@ class Step:
     changed: set[str] = field(default_factory=set)
     #: Ids of the events stored by this step (new or redelivered), to tell callers what was accepted.
     stored: set[int] = field(default_factory=set)
+    #: Close-the-loop notifications of matching answers (to the outbox once the events are durable).
+    notifications: list[Notification] = field(default_factory=list)
 
     def result_of(self, request: Sequence[Event]) -> PublishResult:
         accepted = sum(1 for e in request if id(e) in self.stored)
@@ -71,9 +90,11 @@ def step(
     states: MutableMapping[str, CustomerState],
     *,
     batch_seq: int,
+    responses: Sequence[ResponseRule] = (),
 ) -> Step:
     """Dedup, fold and output one batch. `known` maps the ids seen before this batch to the position of
-    their first copy (None: position unknown, so any copy is a duplicate); `states` is updated in place."""
+    their first copy (None: position unknown, so any copy is a duplicate); `states` is updated in place.
+    `responses`: the response rules every stored survey answer is matched against."""
     out = Step()
     this_batch: set[str] = set()
     for delivery in deliveries:
@@ -90,6 +111,8 @@ def step(
         out.stored.add(id(event))
         out.rows.append({**event.to_row(), "received_ms": delivery.received_ms, "batch_seq": batch_seq})
         fold(event, states, out)
+        if responses and event.type == EventType.SURVEY_ANSWER:
+            close_loop(event, delivery.received_ms, states, responses, out, again=first is not _UNSEEN)
     return out
 
 
@@ -108,3 +131,48 @@ def fold(event: Event, states: MutableMapping[str, CustomerState], out: Step) ->
         out.changed.add(cid)
     for table, row in facts:
         out.facts[(table, cid, row[FACT_ID[table]])] = row
+
+
+def close_loop(
+    event: Event,
+    received_ms: int,
+    states: MutableMapping[str, CustomerState],
+    responses: Sequence[ResponseRule],
+    out: Step,
+    *,
+    again: bool = False,
+) -> None:
+    """Match one stored answer against the response rules, as of `received_ms`; notify the matches the
+    customer's cooldown allows and remember them in the keyed state.
+
+    `again`: the answer was stored before (a redelivery, or a replay after a crash). If the state already
+    holds it as the rule's latest notified answer, its notification is emitted again: the first attempt's
+    may not have reached the outbox, and the same id makes a second copy harmless.
+    """
+    cid, answer_ms = event.customer_id, event.occurred_ms
+    for rule in responses:
+        if not response_matches(rule, event, received_ms):
+            continue
+        state = states.get(cid)
+        notified: dict[str, int] = (state or {}).get("notified", {})
+        last = notified.get(rule.id)
+        repeat = again and last == answer_ms
+        if not repeat and not cooldown_allows(last, answer_ms, rule.cooldown_ms):
+            continue
+        if not repeat:
+            if state is None:
+                state = new_state()
+            # The latest notified answer wins, whatever the arrival order; `seq` is the state's version.
+            state.setdefault("notified", {})[rule.id] = answer_ms if last is None else max(last, answer_ms)
+            state["seq"] += 1
+            states[cid] = state
+            out.changed.add(cid)
+        out.notifications.append(
+            Notification(
+                notification_id(rule.id, event.event_id),
+                rule.id,
+                "response",
+                response_payload(rule, event),
+                rule.notify,
+            )
+        )

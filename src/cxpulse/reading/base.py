@@ -24,14 +24,29 @@ class QueryError(ValueError):
 
 class Reader(Protocol):
     def pulse(
-        self, metric_ids: Sequence[str], window_ms: int, at_ms: int, filters: Filters
+        self,
+        metric_ids: Sequence[str],
+        window_ms: int,
+        at_ms: int,
+        filters: Filters,
+        baseline_ms: int | None = None,
     ) -> dict[str, Reading]:
-        """Readings of `[at − window, at)` and the window before it, per metric id."""
+        """Readings of `[at − window, at)` per metric id, compared with the window just before it — or,
+        with `baseline_ms`, with the `baseline_ms` span ending where the window starts (an alert rule's
+        `"baseline": "7d"`): `previous`, `delta` and `significant` then describe that comparison."""
 
     def breakdown(
         self, metric_id: str, by: Dimension, window_ms: int, at_ms: int, filters: Filters
     ) -> dict[str, Reading]:
         """One reading per value of `by` seen in the window."""
+
+    def journey(self, window_ms: int, at_ms: int, filters: Filters) -> dict[str, dict[str, Reading]]:
+        """Every metric per touchpoint seen in the window, touchpoints in journey order (SPEC §7)."""
+
+    def outcomes(
+        self, survey: str, window_ms: int, horizon_ms: int, at_ms: int, filters: Filters
+    ) -> dict[str, Any]:
+        """`groups` and `significant` of SPEC §7: outcomes per group of the survey's cohort."""
 
     def series(
         self, metric_id: str, from_ms: int, to_ms: int, step_ms: int, filters: Filters

@@ -19,10 +19,13 @@ from cxpulse.domain.metrics import (
     spans_for,
     stat_spans,
 )
+from cxpulse.domain.outcomes import outcome_groups, survey_groups
+from cxpulse.domain.windows import Grid, Span
 from cxpulse.reading.base import MAX_SERIES_POINTS, QueryError
 from cxpulse.reading.plan import plan_grids
 from cxpulse.store.base import Store
 from cxpulse.store.kpi_queries import NO_GROUP, active_span_stats, grid_stats
+from cxpulse.store.outcome_queries import outcome_counts
 
 
 class PulseReader:
@@ -33,28 +36,66 @@ class PulseReader:
         self.before_read = before_read
 
     def pulse(
-        self, metric_ids: Sequence[str], window_ms: int, at_ms: int, filters: Filters
+        self,
+        metric_ids: Sequence[str],
+        window_ms: int,
+        at_ms: int,
+        filters: Filters,
+        baseline_ms: int | None = None,
     ) -> dict[str, Reading]:
-        """Readings of several metrics: one query per metric family."""
+        """Readings of several metrics: one query per metric family (per family and span length when
+        compared with a `baseline_ms` span, see `Reader.pulse`)."""
         metrics = [metric_by_id(m) for m in metric_ids]
         self._settle()
-        out: dict[str, Reading] = {}
-        active = [m for m in metrics if m.family == Family.ACTIVE]
-        if active:
-            needed = {m.id: stat_spans(m, *spans_for(m, at_ms, window_ms)) for m in active}
-            distinct = list(dict.fromkeys(span for spans in needed.values() for span in spans))
-            stats = active_span_stats(self.store, distinct, filters)
-            out.update(
-                {mid: reading(METRICS[mid], [stats[s] for s in spans]) for mid, spans in needed.items()}
-            )
+        if baseline_ms is not None:
+            return self._against_baseline(metrics, window_ms, at_ms, filters, baseline_ms)
+        grouped = self._grouped(metrics, window_ms, at_ms, filters, None)
+        return {m.id: grouped[m.id][NO_GROUP] for m in metrics}
+
+    def journey(self, window_ms: int, at_ms: int, filters: Filters) -> dict[str, dict[str, Reading]]:
+        """Every metric per touchpoint seen in the window, in journey order: one query per metric family
+        with the touchpoint as a group, each reading equal to the pulse filtered by that touchpoint."""
+        self._settle()
+        metrics = list(METRICS.values())
+        grouped = self._grouped(metrics, window_ms, at_ms, filters, Dimension.TOUCHPOINT)
+        seen = {g for m in metrics for g, r in grouped[m.id].items() if _seen(r)}
+        order = sorted(
+            seen, key=lambda g: (JOURNEY_ORDER.index(g) if g in JOURNEY_ORDER else len(JOURNEY_ORDER), g)
+        )
+        return {
+            g: {m.id: grouped[m.id].get(g) or _empty_reading(m, at_ms, window_ms) for m in metrics}
+            for g in order
+        }
+
+    def _against_baseline(
+        self, metrics: Sequence[Metric], window_ms: int, at_ms: int, filters: Filters, baseline_ms: int
+    ) -> dict[str, Reading]:
+        """Readings whose `previous` is the `baseline_ms` span ending at the window's start: the registry's
+        spans and builders with that span in the previous window's place, each distinct span's statistics
+        computed once per family (the active-customer family in one pass for all its spans)."""
+        needed: dict[str, list[Span]] = {}
+        for m in metrics:
+            current, _ = spans_for(m, at_ms, window_ms)
+            baseline = Span(current.start_ms - baseline_ms, current.start_ms)
+            needed[m.id] = stat_spans(m, current, baseline)
         families: dict[Family, list[Metric]] = {}
         for m in metrics:
-            if m.family != Family.ACTIVE:
-                families.setdefault(m.family, []).append(m)
-        for family_metrics in families.values():
-            readings = self._readings(family_metrics, at_ms, None, 1, window_ms, filters)
-            out.update({mid: groups[NO_GROUP][0] for mid, groups in readings.items()})
-        return {m.id: out[m.id] for m in metrics}
+            families.setdefault(m.family, []).append(m)
+        stats: dict[tuple[str, Span], Stats] = {}
+        for family, family_metrics in families.items():
+            distinct = list(dict.fromkeys(s for m in family_metrics for s in needed[m.id]))
+            if family == Family.ACTIVE:
+                counts = active_span_stats(self.store, distinct, filters)[NO_GROUP]
+                stats.update({(m.id, s): counts[s] for m in family_metrics for s in needed[m.id]})
+                continue
+            for span in distinct:
+                length = span.end_ms - span.start_ms
+                grid = Grid(span.end_ms, length, 1, length)
+                per_metric = grid_stats(self.store, family_metrics, grid, filters)
+                for m in family_metrics:
+                    if span in needed[m.id]:
+                        stats[(m.id, span)] = per_metric[m.id][NO_GROUP][0]
+        return {m.id: reading(m, [stats[(m.id, s)] for s in needed[m.id]]) for m in metrics}
 
     def breakdown(
         self, metric_id: str, by: Dimension, window_ms: int, at_ms: int, filters: Filters
@@ -62,8 +103,16 @@ class PulseReader:
         metric = metric_by_id(metric_id)
         self._settle()
         groups = self._readings([metric], at_ms, None, 1, window_ms, filters, by)[metric.id]
-        # a breakdown lists the groups seen in the current window
-        return {g: r[0] for g, r in sorted(groups.items()) if r[0]["n"] or r[0]["value"] is not None}
+        return {g: r[0] for g, r in sorted(groups.items()) if _seen(r[0])}
+
+    def outcomes(
+        self, survey: str, window_ms: int, horizon_ms: int, at_ms: int, filters: Filters
+    ) -> dict[str, Any]:
+        groups = survey_groups(survey)
+        self._settle()
+        return outcome_groups(
+            groups, outcome_counts(self.store, groups, window_ms, horizon_ms, at_ms, filters)
+        )
 
     def series(
         self, metric_id: str, from_ms: int, to_ms: int, step_ms: int, filters: Filters
@@ -85,6 +134,29 @@ class PulseReader:
             {"start": first_end + i * step_ms - step_ms, "end": first_end + i * step_ms, **r}
             for i, r in enumerate(readings)
         ]
+
+    def _grouped(
+        self, metrics: Sequence[Metric], window_ms: int, at_ms: int, filters: Filters, by: Dimension | None
+    ) -> dict[str, dict[str, Reading]]:
+        """One reading per metric and group (`NO_GROUP` when `by` is None): the active-customer metrics in
+        one pass over all their spans, every other family in one grid query."""
+        out: dict[str, dict[str, Reading]] = {m.id: {} for m in metrics}
+        active = [m for m in metrics if m.family == Family.ACTIVE]
+        if active:
+            needed = {m.id: stat_spans(m, *spans_for(m, at_ms, window_ms)) for m in active}
+            distinct = list(dict.fromkeys(span for spans in needed.values() for span in spans))
+            for group, stats in active_span_stats(self.store, distinct, filters, by).items():
+                for mid, spans in needed.items():
+                    out[mid][group] = reading(METRICS[mid], [stats[s] for s in spans])
+        families: dict[Family, list[Metric]] = {}
+        for m in metrics:
+            if m.family != Family.ACTIVE:
+                families.setdefault(m.family, []).append(m)
+        for family_metrics in families.values():
+            readings = self._readings(family_metrics, at_ms, None, 1, window_ms, filters, by)
+            for mid, groups in readings.items():
+                out[mid].update({g: r[0] for g, r in groups.items()})
+        return out
 
     def _settle(self) -> None:
         if self.before_read is not None:
@@ -128,3 +200,16 @@ class PulseReader:
 def _stat(stats: list[list[Stats]], slot: tuple[int, int], i: int) -> Stats:
     grid, offset = slot
     return stats[grid][i + offset]
+
+
+#: The journey's touchpoints in order (SPEC §7); others follow by name.
+JOURNEY_ORDER = ("website", "checkout", "onboarding", "usage", "support", "subscription", "survey")
+
+
+def _seen(r: Reading) -> bool:
+    """A group is listed when its current window has data."""
+    return bool(r["n"]) or r["value"] is not None
+
+
+def _empty_reading(metric: Metric, at_ms: int, window_ms: int) -> Reading:
+    return reading(metric, [metric.empty] * len(stat_spans(metric, *spans_for(metric, at_ms, window_ms))))

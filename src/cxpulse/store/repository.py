@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 
+from cxpulse.domain.alerts.responses import LATE_MS
 from cxpulse.domain.events import STATEFUL_TYPES, Event
 from cxpulse.domain.state import CustomerState, FactRow
 from cxpulse.store.base import Store
@@ -71,28 +72,48 @@ class Repository:
         )
         return int(rows[0][0]) if rows else 0
 
-    def count_stateful_after(self, batch_seq: int) -> int:
+    def count_stateful_after(self, batch_seq: int, *, answers: bool = False) -> int:
+        """How many events of batches after `batch_seq` recovery replays (with `answers`: survey answers
+        that were not yet late when received, for close-the-loop, besides the stateful events)."""
+        params = self._replay_params(batch_seq, answers)
         rows = self.store.rows(
-            "SELECT count() FROM {db:Identifier}.events "
-            "WHERE batch_seq > {after:UInt64} AND type IN {types:Array(String)}",
-            {"db": self.store.database, "after": batch_seq, "types": sorted(STATEFUL_TYPES)},
+            f"SELECT count() FROM {{db:Identifier}}.events WHERE {_REPLAYED}",
+            params,
         )
         return int(rows[0][0])
 
-    def stateful_events_after(self, batch_seq: int, part: int = 0, parts: int = 1) -> list[Event]:
-        """Stateful events of batches after `batch_seq` (recovery replays them), for one of `parts` disjoint
-        sets of customers — keyed state is per customer, so a replay can go part by part in bounded memory."""
+    def stateful_events_after(
+        self, batch_seq: int, part: int = 0, parts: int = 1, *, answers: bool = False
+    ) -> list[tuple[Event, int]]:
+        """`(event, received_ms)` of the events recovery replays from batches after `batch_seq` (see
+        `count_stateful_after`), for one of `parts` disjoint sets of customers — keyed state is per
+        customer, so a replay can go part by part in bounded memory. In processing order (batch by
+        batch), so close-the-loop cooldowns decide as they did the first time."""
         columns = ", ".join(EVENT_COLUMNS)
+        params = self._replay_params(batch_seq, answers) | {"part": part, "parts": parts}
         rows = self.store.rows(
-            f"SELECT {columns} FROM {{db:Identifier}}.events "
-            "WHERE batch_seq > {after:UInt64} AND type IN {types:Array(String)} "
-            "AND customer_key % {parts:UInt64} = {part:UInt64}",
-            {
-                "db": self.store.database,
-                "after": batch_seq,
-                "types": sorted(STATEFUL_TYPES),
-                "part": part,
-                "parts": parts,
-            },
+            f"SELECT {columns}, received_ms FROM {{db:Identifier}}.events "
+            f"WHERE {_REPLAYED} AND customer_key % {{parts:UInt64}} = {{part:UInt64}} "
+            "ORDER BY batch_seq, occurred_ms, event_id",
+            params,
         )
-        return [Event.from_row(dict(zip(EVENT_COLUMNS, r, strict=True))) for r in rows]
+        width = len(EVENT_COLUMNS)
+        return [
+            (Event.from_row(dict(zip(EVENT_COLUMNS, r[:width], strict=True))), int(r[width])) for r in rows
+        ]
+
+    def _replay_params(self, batch_seq: int, answers: bool) -> dict[str, Any]:
+        return {
+            "db": self.store.database,
+            "after": batch_seq,
+            "types": sorted(STATEFUL_TYPES),
+            "answers": int(answers),
+            "late": LATE_MS,
+        }
+
+
+#: The rows recovery replays: stateful events, and (when `answers`) answers received in time to notify.
+_REPLAYED = (
+    "batch_seq > {after:UInt64} AND (type IN {types:Array(String)} OR ({answers:UInt8} = 1 "
+    "AND type = 'survey_answer' AND received_ms - occurred_ms <= {late:Int64}))"
+)

@@ -218,6 +218,15 @@ def mask_secret(secret: str) -> str:
     return f"{prefix}…{secret[-4:]}"
 
 
+def mask_url(url: str) -> str:
+    """A Slack incoming-webhook URL is itself the credential: show its host and last 4 characters only
+    (`https://hooks.slack.com/…x9Qz`)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}/…{url[-4:]}"
+
+
 def format_duration(ms: int) -> str:
     """The shortest `integer + unit` spelling of a duration (`300000` → `5m`, `0` → `0s`)."""
     for unit in ("d", "h", "m"):
@@ -326,12 +335,12 @@ def parse_rule(
     if kind not in ("metric", "response"):
         errors.add("type", "must be metric or response")
         raise RuleError(errors.items)
-    secrets = _secrets_of(previous)
+    secrets, slack_urls = _secrets_of(previous), _slack_urls_of(previous)
     name = errors.string(data, "name", "name")
     if name is not None and len(name) > MAX_NAME:
         errors.add("name", f"must be at most {MAX_NAME} characters")
     filters = _filters(data.get("filters", {}), errors)
-    notify = _targets(data.get("notify", []), errors, secrets, target_policy)
+    notify = _targets(data.get("notify", []), errors, secrets, slack_urls, target_policy)
     enabled = errors.boolean(data, "enabled", "enabled", True)
     if kind == "response":
         errors.unknown(data, _RESPONSE_FIELDS)
@@ -475,6 +484,7 @@ def _targets(
     data: object,
     errors: _Errors,
     secrets: Mapping[tuple[str, str], str],
+    slack_urls: Mapping[str, str],
     policy: TargetPolicy | None = None,
 ) -> tuple[Target, ...]:
     if not isinstance(data, list):
@@ -493,6 +503,16 @@ def _targets(
         if kind not in ("webhook", "slack"):
             errors.add(f"{path}.type", "must be webhook or slack")
         url = errors.string(item, "url", f"{path}.url")
+        if url is not None and kind == "slack" and "…" in url:  # as GET shows it
+            if url in slack_urls:
+                url = slack_urls[url]
+            else:
+                errors.add(
+                    f"{path}.url",
+                    "is masked: send the full Slack webhook URL, or the masked value GET shows for one of "
+                    "this rule's own targets",
+                )
+                url = None
         problem = None if url is None else check_target_url(url, policy)
         if problem:
             errors.add(f"{path}.url", problem)
@@ -527,6 +547,13 @@ def _scores(data: object, survey: str | None, errors: _Errors) -> frozenset[int]
     return frozenset(out)
 
 
+def _slack_urls_of(rule: Rule | None) -> dict[str, str]:
+    """masked URL → URL of the Slack targets of the rule being replaced."""
+    if rule is None:
+        return {}
+    return {mask_url(t.url): t.url for t in rule.notify if t.type == "slack"}
+
+
 def _secrets_of(rule: Rule | None) -> dict[tuple[str, str], str]:
     """(url, masked secret) → secret of the rule being replaced."""
     if rule is None:
@@ -538,7 +565,9 @@ def _secrets_of(rule: Rule | None) -> dict[tuple[str, str], str]:
 
 
 def target_to_json(target: Target, *, mask_secrets: bool = True) -> dict[str, Any]:
-    out: dict[str, Any] = {"type": target.type, "url": target.url}
+    """A target as shown: its secret masked, and a Slack URL (the credential itself) masked too."""
+    slack = mask_secrets and target.type == "slack"
+    out: dict[str, Any] = {"type": target.type, "url": mask_url(target.url) if slack else target.url}
     if target.secret is not None:
         out["secret"] = mask_secret(target.secret) if mask_secrets else target.secret
     return out
@@ -557,7 +586,7 @@ def condition_to_json(condition: Condition) -> dict[str, Any]:
 
 def rule_to_json(rule: Rule, *, mask_secrets: bool = True) -> dict[str, Any]:
     """The rule as the API shows it (and, with `mask_secrets=False`, as the store keeps it); it parses
-    back to an equal rule."""
+    back to an equal rule (the public form given the rule itself as `previous`, which unmasks it)."""
     targets = [target_to_json(t, mask_secrets=mask_secrets) for t in rule.notify]
     if isinstance(rule, ResponseRule):
         return {

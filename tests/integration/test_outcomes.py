@@ -1,0 +1,254 @@
+"""`GET /v1/outcomes` (SPEC §7): a hand-made cohort computed by hand, a naive oracle on random streams,
+and the 4xx of bad parameters."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cxpulse.config import Settings
+from cxpulse.domain import stats
+from cxpulse.domain.outcomes import OUTCOMES
+from services.embedded import EmbeddedRuntime
+from tests.conftest import T0, event, iso, ms
+
+DAY = 86_400_000
+AT = ms(T0)
+H, W = 5 * DAY, 10 * DAY  # horizon, window: the cohort answered in [AT − 15d, AT − 5d)
+
+
+@contextmanager
+def service(chdb_dir: Path) -> Iterator[TestClient]:
+    cfg = Settings(data_dir=str(chdb_dir), database=f"o_{uuid.uuid4().hex[:12]}")
+    runtime = EmbeddedRuntime.open(cfg)
+    try:
+        yield TestClient(runtime.app(cfg))
+    finally:
+        runtime.processor.flush()
+        runtime.store.execute(f"DROP DATABASE IF EXISTS {cfg.database} SYNC")
+        runtime.store.close()
+
+
+def nps(eid: str, cid: str, at: int, score: int, **dims: str) -> dict[str, Any]:
+    return event(eid, "survey_answer", at, cid, survey="nps", score=score, **dims)
+
+
+def get(client: TestClient, **params: str) -> dict[str, Any]:
+    response = client.get("/v1/outcomes", params={"window": "10d", "horizon": "5d", "at": iso(AT), **params})
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+HAND_MADE = [
+    # promoters
+    nps("p1a", "p1", AT - 14 * DAY, 10),
+    event("p1b", "purchase", AT - 14 * DAY + H, "p1"),  # exactly at the horizon's end: counted
+    nps("p2a", "p2", AT - 12 * DAY, 9, touchpoint="checkout"),
+    event("p2b", "purchase", AT - 12 * DAY + H + 1, "p2"),  # just after: not counted
+    event("c9a", "purchase", AT - 11 * DAY, "c9", referrer_id="p2"),  # p2 recommends in practice
+    nps("p3a", "p3", AT - 13 * DAY, 3),  # answered twice: the latest (a 9) counts
+    event("p3b", "purchase", AT - 13 * DAY + 3_600_000, "p3"),  # before the latest answer: not counted
+    nps("p3c", "p3", AT - 7 * DAY, 9),
+    event("p3d", "subscription_cancel", AT - 6 * DAY, "p3"),
+    nps("p4a", "p4", AT - 15 * DAY, 9),  # at the cohort's first instant: in
+    # detractors
+    nps("d1a", "d1", AT - 10 * DAY, 2),
+    event("d1b", "subscription_cancel", AT - 9 * DAY, "d1"),
+    event("d1c", "purchase", AT - 8 * DAY, "d1"),
+    nps("d2a", "d2", AT - 9 * DAY, 6),
+    nps("d3a", "d3", AT - 5 * DAY, 0),  # at the cohort's end: out
+    # outside the cohort
+    nps("x1a", "x1", AT - 4 * DAY, 10),
+    nps("x2a", "x2", AT - 16 * DAY, 8),
+    event("r1a", "purchase", AT - 10 * DAY, "c8", referrer_id="r1"),  # r1 never answered: not counted
+]
+
+
+def share(x: int, n: int) -> dict[str, Any]:
+    ci = stats.wilson_interval(x, n)
+    return {"value": None if n == 0 else 100 * x / n, "n": n, "ci": None if ci is None else list(ci)}
+
+
+def test_hand_made_cohort(chdb_dir: Path) -> None:
+    with service(chdb_dir) as client:
+        assert client.post("/v1/events", json=HAND_MADE).json()["accepted"] == len(HAND_MADE)
+        body = get(client)
+        assert (body["survey"], body["window"], body["horizon"], body["at"]) == (
+            "nps",
+            "10d",
+            "5d",
+            "2026-11-01T00:00:00.000Z",
+        )
+        assert list(body["groups"]) == ["promoter", "passive", "detractor"]
+        promoter, passive, detractor = (body["groups"][g] for g in ("promoter", "passive", "detractor"))
+        assert promoter == {
+            "customers": 4,  # p1, p2, p3, p4
+            "repurchase": share(1, 4),  # p1 (exactly at the end); p2 too late, p3 before its latest answer
+            "churned": share(1, 4),  # p3
+            "referred": share(1, 4),  # p2
+        }
+        assert promoter["repurchase"]["value"] == 25.0
+        assert detractor == {
+            "customers": 2,  # d1, d2 (d3 answered at the cohort's end)
+            "repurchase": share(1, 2),
+            "churned": share(1, 2),
+            "referred": share(0, 2),
+        }
+        assert passive == {"customers": 0, **{o: {"value": None, "n": 0, "ci": None} for o in OUTCOMES}}
+        assert body["significant"] == {
+            "repurchase": stats.proportions_significant((1, 4), (1, 2)),
+            "churned": stats.proportions_significant((1, 4), (1, 2)),
+            "referred": stats.proportions_significant((1, 4), (0, 2)),
+        }
+        # filters select by the answer's dimensions: only p2 answered at checkout
+        checkout = get(client, touchpoint="checkout")
+        assert checkout["filters"] == {"touchpoint": "checkout"}
+        assert checkout["groups"]["promoter"]["customers"] == 1
+        assert checkout["groups"]["promoter"]["referred"]["value"] == 100.0
+        assert checkout["significant"] == {"repurchase": None, "churned": None, "referred": None}
+
+
+def test_csat_and_ces_groups_on_both_scales(chdb_dir: Path) -> None:
+    t = AT - 10 * DAY
+    items = [
+        event("s1", "survey_answer", t, "a", survey="csat", score=5),
+        event("s2", "survey_answer", t, "b", survey="csat", score=6, scale="1-7"),
+        event("s3", "survey_answer", t, "c", survey="csat", score=3),
+        event("s4", "survey_answer", t, "d", survey="csat", score=5, scale="1-7"),
+        event("s5", "survey_answer", t, "e", survey="csat", score=2, scale="1-7"),
+        event("e1", "survey_answer", t, "a", survey="ces", score=3),
+        event("e2", "survey_answer", t, "b", survey="ces", score=4),
+        event("e3", "survey_answer", t, "c", survey="ces", score=7),
+    ]
+    with service(chdb_dir) as client:
+        client.post("/v1/events", json=items)
+        csat = get(client, survey="csat")["groups"]
+        assert {g: v["customers"] for g, v in csat.items()} == {
+            "satisfied": 2,
+            "neutral": 2,
+            "dissatisfied": 1,
+        }
+        ces = get(client, survey="ces")["groups"]
+        assert {g: v["customers"] for g, v in ces.items()} == {"easy": 1, "neutral": 1, "hard": 1}
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"survey": "happiness"}, "survey"),
+        ({"horizon": "401d"}, "horizon"),
+        ({"window": "3x"}, "window"),
+        ({"at": "last tuesday"}, "at"),
+        ({"segment": "Pro!"}, "segment"),
+    ],
+)
+def test_bad_parameters_are_400_naming_them(chdb_dir: Path, params: dict[str, str], field: str) -> None:
+    with service(chdb_dir) as client:
+        response = client.get("/v1/outcomes", params=params)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["details"][0]["field"] == field
+
+
+def test_a_window_over_the_retention_is_400(chdb_dir: Path) -> None:
+    cfg = Settings(data_dir=str(chdb_dir), database=f"o_{uuid.uuid4().hex[:12]}", retention_days=30)
+    runtime = EmbeddedRuntime.open(cfg)
+    try:
+        response = TestClient(runtime.app(cfg)).get("/v1/outcomes", params={"window": "31d"})
+    finally:
+        runtime.store.execute(f"DROP DATABASE IF EXISTS {cfg.database} SYNC")
+        runtime.store.close()
+    assert response.status_code == 400 and "retention (30d)" in response.json()["error"]["message"]
+
+
+# --------------------------------------------------------------------------------- naive oracle, random
+
+
+def oracle(items: list[dict[str, Any]], window: int, horizon: int, at: int) -> dict[str, list[int]]:
+    """Customers and outcomes per group, straight from the SPEC text over deduplicated events."""
+    seen: dict[str, dict[str, Any]] = {}
+    for item in items:
+        seen.setdefault(item["event_id"], item)
+    evs = [{**e, "t": ms_of(e["occurred_at"])} for e in seen.values()]
+    lo, hi = at - horizon - window, at - horizon
+    latest: dict[str, dict[str, Any]] = {}
+    for e in evs:
+        if e["type"] == "survey_answer" and lo <= e["t"] < hi:
+            cur = latest.get(e["customer_id"])
+            if cur is None or (e["t"], e["event_id"]) > (cur["t"], cur["event_id"]):
+                latest[e["customer_id"]] = e
+    out: dict[str, list[int]] = {}
+    for cid, answer in latest.items():
+        s = answer["score"]
+        group = "promoter" if s >= 9 else "passive" if s >= 7 else "detractor"
+
+        def within(e: dict[str, Any], a: dict[str, Any] = answer) -> bool:
+            return bool(a["t"] < e["t"] <= a["t"] + horizon)
+
+        flags = [
+            any(e["type"] == "purchase" and e["customer_id"] == cid and within(e) for e in evs),
+            any(e["type"] == "subscription_cancel" and e["customer_id"] == cid and within(e) for e in evs),
+            any(e["type"] == "purchase" and e.get("referrer_id") == cid and within(e) for e in evs),
+        ]
+        row = out.setdefault(group, [0, 0, 0, 0])
+        row[0] += 1
+        for i, flag in enumerate(flags):
+            row[i + 1] += int(flag)
+    return out
+
+
+def ms_of(text: str) -> int:
+    from cxpulse.domain.validation import parse_timestamp_ms
+
+    return parse_timestamp_ms(text)
+
+
+CUSTOMERS = [f"k{i}" for i in range(6)]
+
+
+@st.composite
+def stream(draw: st.DrawFn) -> list[dict[str, Any]]:
+    items = []
+    for i in range(draw(st.integers(1, 40))):
+        kind = draw(st.sampled_from(["survey_answer", "survey_answer", "purchase", "subscription_cancel"]))
+        t = AT - draw(st.sampled_from([0, 1, 5 * DAY, 15 * DAY])) - draw(st.integers(0, 20 * DAY))
+        item = event(f"e{i}", kind, t, draw(st.sampled_from(CUSTOMERS)))
+        if kind == "survey_answer":
+            item.update(survey="nps", score=draw(st.integers(0, 10)))
+        elif kind == "purchase" and draw(st.booleans()):
+            item["referrer_id"] = draw(st.sampled_from([*CUSTOMERS, "stranger"]))
+        items.append(item)
+    # duplicates: a repeat of an id (first accepted wins, whatever its content), then late arrivals
+    for _ in range(draw(st.integers(0, 5))):
+        copy = dict(draw(st.sampled_from(items)))
+        copy["customer_id"] = draw(st.sampled_from(CUSTOMERS))
+        items.append(copy)
+    return draw(st.permutations(items))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(items=stream(), batches=st.integers(1, 3))
+def test_equals_a_naive_computation_on_random_streams(
+    chdb_dir: Path, items: list[dict[str, Any]], batches: int
+) -> None:
+    with service(chdb_dir) as client:
+        size = -(-len(items) // batches)
+        for i in range(0, len(items), size):
+            assert client.post("/v1/events", json=items[i : i + size]).status_code in (202, 422)
+        body = get(client)
+    expected = oracle(items, W, H, AT)
+    for group, got in body["groups"].items():
+        want = expected.get(group, [0, 0, 0, 0])
+        assert got["customers"] == want[0], (group, got, want)
+        assert [got[o]["n"] for o in OUTCOMES] == [want[0]] * 3
+        assert [round(got[o]["value"] * want[0] / 100) if want[0] else None for o in OUTCOMES] == (
+            want[1:] if want[0] else [None] * 3
+        ), (group, got, want)
