@@ -37,7 +37,8 @@ typecheck: install
 check: lint typecheck test
 
 bench: install
-	$(BIN)/python -m bench.embedded
+	$(BIN)/python -m bench.ingest
+	$(BIN)/python -m bench.pulse
 
 kafka-up:
 	bash scripts/kafka.sh up

@@ -35,7 +35,7 @@ from typing import Any, cast
 import httpx
 import orjson
 
-from bench.embedded import free_port, machine_info, post_batches, summarize
+from bench.harness import free_port, machine_info, post_batches, summarize
 from bench.workload import Workload, iso
 from cxpulse.bus.kafka import ensure_topics, producer_options
 from cxpulse.config import Settings

@@ -1,9 +1,10 @@
 """`cxpulse` — the command line.
 
 `run` is the embedded mode (one process; `--kafka` puts Kafka between ingest and processing). The
-distributed shape is `ingest` (HTTP → Kafka), `aggregator` × N (Faust workers) and `api` (reads; with Kafka
-and no ClickHouse server it also loads the workers' output into its chDB store). `demo` and `rules`
-(`services/rules_cli.py`) are clients of a running service.
+distributed shape is `ingest` (HTTP → Kafka), `aggregator` × N (Faust workers) and `api` (reads and alerts;
+with Kafka it publishes the alert rules to the workers, and without a ClickHouse server it also loads the
+workers' output into its chDB store). `demo` and `rules` (`services/rules_cli.py`) are clients of a
+running service.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from functools import partial
 from typing import TYPE_CHECKING
 
 from cxpulse.config import Settings
@@ -82,7 +84,8 @@ def _run_with_kafka(runtime: EmbeddedRuntime, settings: Settings, access: Access
     assert settings.kafka_bootstrap
     bootstrap = settings.kafka_bootstrap
     bus = KafkaBus(settings)
-    app = runtime.app(settings, bus=bus, access=access)
+    app = runtime.app(settings, bus=bus, access=access)  # the processor's commits drive the stream and gauges
+    feeder = KafkaFeeder(settings, runtime.processor, on_dead=runtime.metrics.events_dlq.inc)
 
     async def topics() -> None:
         await ensure_topics(bootstrap, [settings.topic, settings.dlq_topic], settings.kafka_partitions)
@@ -98,7 +101,7 @@ def _run_with_kafka(runtime: EmbeddedRuntime, settings: Settings, access: Access
                 app,
                 settings.host,
                 settings.port,
-                loops=[KafkaFeeder(settings, runtime.processor).run, *runtime.loops()],
+                loops=[feeder.run, *runtime.loops()],
                 startup=[topics, bus.start],
                 shutdown=[bus.stop],
             )
@@ -141,11 +144,22 @@ def cmd_aggregator(args: argparse.Namespace) -> int:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
+    """The read and alert API. With Kafka: it publishes the alert rules to the workers, evaluates and
+    delivers (alone with chDB, as the elected leader with a ClickHouse server — see docs/distributed.md),
+    and with chDB also loads the workers' output (cx.store) into its store."""
+    from cxpulse.alerts.service import AlertService
     from cxpulse.bus.kafka import ensure_topics
+    from cxpulse.live.feed import ChangeFeed
+    from cxpulse.live.poll import poll_changes
+    from cxpulse.observability.metrics import ServiceMetrics, parse_metrics_windows
+    from cxpulse.reading import PulseReader
     from cxpulse.store import migrate, open_store
+    from cxpulse.store.changes import write_marker
+    from cxpulse.store.instrumented import InstrumentedStore
     from services.aggregator.loader import Loader
     from services.api.app import create_app
-    from services.serving import Loop, exit_cleanly_on_sigterm, serve
+    from services.api.distributed import DistributedAlerting
+    from services.serving import Hook, Loop, exit_cleanly_on_sigterm, serve
 
     exit_cleanly_on_sigterm()
     settings = _settings(args)
@@ -158,22 +172,46 @@ def cmd_api(args: argparse.Namespace) -> int:
     except StoreError as exc:
         print(f"cxpulse: {exc}", file=sys.stderr)
         return 2
+    feed = ChangeFeed()
     loops: list[Loop] = []
-    startup = []
+    metrics = ServiceMetrics(parse_metrics_windows(settings.metrics_windows))
+    startup: list[Hook] = []
+    shutdown: list[Hook] = []
     bootstrap = settings.kafka_bootstrap
-    if bootstrap and not settings.clickhouse_url:
-        loops.append(Loader(settings, store).run)
+    loading = ""
+    if bootstrap:
+        alerting = DistributedAlerting(settings, store, feed, elect=bool(settings.clickhouse_url))
+        alerts = alerting.service
+        if not settings.clickhouse_url:
 
-        async def topics() -> None:
-            await ensure_topics(bootstrap, [settings.store_topic], settings.kafka_partitions)
+            async def topics() -> None:
+                await ensure_topics(bootstrap, [settings.store_topic], settings.kafka_partitions)
 
-        startup.append(topics)
+            startup.append(topics)
+            writes = InstrumentedStore(store, on_insert=metrics.observe_insert)
+            loader = Loader(
+                settings,
+                writes,
+                outbox=alerts.outbox,
+                after_write=alerting.after_write,
+                on_commit=feed.notify,
+            )
+            loops.append(loader.run)
+            loading = f", loading {settings.store_topic} from {bootstrap}"
+        startup.append(alerting.start)
+        shutdown.append(alerting.stop)
+        loops += alerting.loops()
+    else:  # no workers to feed: one process evaluates and delivers
+        alerts = AlertService(store, PulseReader(store), settings, feed=feed)
+        loops += alerts.loops()
+    if settings.clickhouse_url:  # the workers write straight to the server: watch it for their writes
+        loops.append(partial(poll_changes, partial(write_marker, store), feed))
+        loading = ", watching it for writes"
+    app = create_app(store, settings, feed=feed, metrics=metrics, alerts=alerts, access=access)
     where = settings.clickhouse_url or f"chDB {settings.data_dir}"
-    loading = f", loading {settings.store_topic} from {bootstrap}" if loops else ""
     print(f"CX Pulse API on http://{settings.host}:{settings.port}  store: {where}{loading}", flush=True)
     try:
-        app = create_app(store, settings, access=access)
-        return asyncio.run(serve(app, settings.host, settings.port, loops, startup))
+        return asyncio.run(serve(app, settings.host, settings.port, loops, startup, shutdown))
     finally:
         store.close()
 
@@ -225,7 +263,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not one log line per batch
     demo = run_demo(
-        args.url, args.rate, args.customers, args.duration, args.incident, args.key, seed=args.seed
+        args.url,
+        args.rate,
+        args.customers,
+        args.duration,
+        args.incident,
+        args.key,
+        seed=args.seed,
+        history_s=args.history,
     )
     try:
         asyncio.run(demo)
@@ -274,6 +319,12 @@ def _demo_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         choices=TOUCHPOINTS,
         help=f"make NPS and CSAT fall and FCR drop at one touchpoint ({', '.join(TOUCHPOINTS)})",
     )
+    demo.add_argument(
+        "--history",
+        type=_duration_s,
+        default=0.0,
+        help="first backfill this much healthy history, e.g. 30d (so every window and cohort has data)",
+    )
     demo.add_argument("--seed", type=int, help="random seed (same seed, same story)")
     demo.add_argument("--key", help="API key with the ingest scope, when the service requires keys")
     demo.set_defaults(func=cmd_demo)
@@ -300,6 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     aggregator = sub.add_parser("aggregator", help="distributed: a Faust worker (run several)")
     _kafka_option(aggregator, "Kafka bootstrap servers (env CXPULSE_KAFKA_BOOTSTRAP)")
+    aggregator.add_argument(
+        "--metrics-port",
+        dest="metrics_port",
+        type=int,
+        help="serve Prometheus /metrics (DLQ, store inserts, lag) on this port (env CXPULSE_METRICS_PORT)",
+    )
     aggregator.set_defaults(func=cmd_aggregator)
 
     api = sub.add_parser(

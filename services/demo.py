@@ -12,12 +12,13 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import orjson
 
-from cxpulse.demo.generator import DemoGenerator
+from cxpulse.demo.generator import DemoGenerator, utc_now
 
 TICK_S = 0.2
 MAX_BATCH = 5000
@@ -52,10 +53,14 @@ async def run_demo(
     key: str | None = None,
     *,
     seed: int | None = None,
+    history_s: float = 0.0,
     progress_every_s: float = 5.0,
     out: Callable[[str], None] = print,
 ) -> DemoTotals:
-    """Send about `rate` events/s for `duration_s` seconds (None: until cancelled); return the totals."""
+    """Send about `rate` events/s for `duration_s` seconds (None: until cancelled); return the totals.
+
+    `history_s` first backfills that much healthy history (no incident) as fast as the service takes it,
+    so windows, previous windows, sparklines and outcome cohorts have data from the first minute."""
     if rate <= 0:
         raise ValueError("rate must be positive")
     generator = DemoGenerator(customers, seed=seed, incident=incident)
@@ -67,7 +72,10 @@ async def run_demo(
         await _check_reachable(client, url)
         until = f"for {duration_s:g} s" if duration_s is not None else "until Ctrl-C"
         trouble = f", incident at {incident}" if incident else ""
+        if history_s > 0:
+            await _backfill(client, generator, history_s, customers, totals, out)
         out(f"demo: ~{rate:g} events/s from {customers} customers into {url}{trouble}, {until}")
+        backfilled = totals.sent
         start = time.monotonic()
         next_progress = start + progress_every_s
         try:
@@ -75,8 +83,9 @@ async def run_demo(
                 elapsed = time.monotonic() - start
                 finished = duration_s is not None and elapsed >= duration_s
                 due = int(rate * (min(elapsed, duration_s) if duration_s is not None else elapsed))
-                while due > totals.sent:
-                    await _send(client, generator.take(min(due - totals.sent, MAX_BATCH)), totals)
+                while due > totals.sent - backfilled:
+                    missing = due - (totals.sent - backfilled)
+                    await _send(client, generator.take(min(missing, MAX_BATCH)), totals)
                 if finished:
                     break
                 now = time.monotonic()
@@ -87,6 +96,38 @@ async def run_demo(
         finally:
             out(f"demo done: {totals.line(time.monotonic() - start).strip()}")
     return totals
+
+
+#: Backfilled events per customer and day of history, and the most a backfill sends.
+HISTORY_EVENTS_PER_CUSTOMER_DAY = 2.0
+MAX_HISTORY_EVENTS = 200_000
+
+
+async def _backfill(
+    client: httpx.AsyncClient,
+    generator: DemoGenerator,
+    history_s: float,
+    customers: int,
+    totals: DemoTotals,
+    out: Callable[[str], None],
+) -> None:
+    """Events spread evenly over the past `history_s`, oldest first, without the incident (so a live
+    incident shows as a fall against its own history)."""
+    count = max(
+        1, min(MAX_HISTORY_EVENTS, int(customers * HISTORY_EVENTS_PER_CUSTOMER_DAY * history_s / 86_400))
+    )
+    end = utc_now()
+    start = end - timedelta(seconds=history_s)
+    times = (start + (end - start) * (i / count) for i in range(count))
+    incident, generator.incident = generator.incident, None
+    live_clock, generator.clock = generator.clock, lambda: next(times)
+    out(f"demo: backfilling {count:,} events over the last {history_s / 86_400:g} days …")
+    try:
+        for first in range(0, count, MAX_BATCH):
+            await _send(client, generator.take(min(MAX_BATCH, count - first)), totals)
+    finally:
+        generator.incident, generator.clock = incident, live_clock
+    out(f"demo: history in ({totals.accepted:,} accepted)")
 
 
 async def _check_reachable(client: httpx.AsyncClient, url: str) -> None:

@@ -1,10 +1,11 @@
 """The embedded service: store + processor + in-process bus + the API, in one process.
 
 The store is chDB under the data dir, or a ClickHouse server when `CXPULSE_CLICKHOUSE_URL` is set; it is
-recovered from disk at start (keyed state loaded, batches after the last checkpoint replayed). Alerting
-(`AlertService`) shares the store: the processor matches answers against its response rules and puts
-their notifications in its outbox; `loops()` are the evaluator and the dispatcher, which the serving
-process runs next to the HTTP server.
+recovered from disk at start (keyed state loaded, batches after the last checkpoint replayed). The
+processor tells the change feed about every commit (the live stream and the KPI gauges follow it) and its
+inserts are timed for `/metrics`. Alerting (`AlertService`) shares the store: the processor matches
+answers against its response rules and puts their notifications in its outbox; `loops()` are the
+evaluator and the dispatcher, which the serving process runs next to the HTTP server.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from cxpulse.bus.inprocess import InProcessBus
 from cxpulse.config import Settings
 from cxpulse.http.auth import Access
 from cxpulse.live.feed import ChangeFeed
+from cxpulse.observability.metrics import ServiceMetrics, parse_metrics_windows
 from cxpulse.pipeline.processor import Processor
 from cxpulse.reading import PulseReader
 from cxpulse.store import Store, migrate, open_store
+from cxpulse.store.instrumented import InstrumentedStore
 from cxpulse.store.repository import Repository
 from services.api.app import create_app
 from services.serving import Loop
@@ -36,6 +39,7 @@ class EmbeddedRuntime:
     processor: Processor
     bus: InProcessBus
     feed: ChangeFeed
+    metrics: ServiceMetrics
     alerts: AlertService
 
     @classmethod
@@ -44,25 +48,30 @@ class EmbeddedRuntime:
         store = store if store is not None else open_store(settings)
         migrate(store)
         feed = ChangeFeed()
-        processor = Processor(Repository(store), on_commit=feed.notify)
-        alerts = AlertService(store, PulseReader(store, before_read=processor.flush), settings, feed=feed)
+        metrics = ServiceMetrics(parse_metrics_windows(settings.metrics_windows))
+        writes = InstrumentedStore(store, on_insert=metrics.observe_insert)
+        processor = Processor(Repository(writes), on_commit=feed.notify)
+        reads = InstrumentedStore(store, on_query=metrics.count_read)  # evaluator reads count on /metrics
+        alerts = AlertService(store, PulseReader(reads, before_read=processor.flush), settings, feed=feed)
         processor.responses = alerts.response_rules
         processor.outbox = alerts.outbox
         processor.on_notify = alerts.wake_dispatcher
         processor.on_types = alerts.evaluator.touch
         replayed = processor.recover()
         log.info("store ready (%d events replayed since the last checkpoint)", replayed)
-        return cls(store, processor, InProcessBus(processor), feed, alerts)
+        return cls(store, processor, InProcessBus(processor), feed, metrics, alerts)
 
     def app(self, settings: Settings, bus: EventBus | None = None, access: Access | None = None) -> FastAPI:
-        """The whole embedded service: ingest through the in-process bus (or `bus`), reads that see every
-        202, alert endpoints; `access`: the API keys and limits (default: from `settings`)."""
+        """The whole embedded service: ingest through the in-process bus (or `bus`: Kafka for
+        `run --kafka`, whose consumer feeds this processor), reads that see every 202, alert endpoints;
+        `access`: the API keys and limits (default: from `settings`)."""
         return create_app(
             self.store,
             settings,
             bus=bus or self.bus,
             before_read=self.processor.flush,
             feed=self.feed,
+            metrics=self.metrics,
             alerts=self.alerts,
             access=access,
         )

@@ -92,6 +92,10 @@ class Names:
             "CXPULSE_APP_ID": f"app-{self.uid}",
             "CXPULSE_LOADER_GROUP": f"loader-{self.uid}",
             "CXPULSE_RUN_GROUP": f"run-{self.uid}",
+            "CXPULSE_RULES_TOPIC": f"t-{self.uid}.rules",
+            "CXPULSE_ALERTS_TOPIC": f"t-{self.uid}.alerts",
+            "CXPULSE_LEADER_TOPIC": f"t-{self.uid}.alerts.leader",
+            "CXPULSE_LEADER_GROUP": f"leader-{self.uid}",
             # workers keep Faust's table metadata under the data dir: not in the working tree
             "CXPULSE_DATA_DIR": str(Path(tempfile.gettempdir()) / f"cxpulse-test-{self.uid}"),
         }

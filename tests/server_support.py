@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import uvicorn
 from fastapi import FastAPI
@@ -64,3 +65,14 @@ def cxpulse(args: Sequence[str], timeout: float = 60, **env: str) -> subprocess.
         timeout=timeout,
         cwd=ROOT,
     )
+
+
+def placeholder_app() -> FastAPI:
+    """The full app (ingest, reads, stream, dashboard, /metrics, alerts) built over placeholders: for its
+    routes and OpenAPI document, which do not depend on the store. Never serve it."""
+    from cxpulse.config import Settings
+    from services.api.app import create_app
+
+    alerts = SimpleNamespace(evaluator=SimpleNamespace(listeners=[]), alert_counts=dict, on_attempt=[])
+    settings = Settings(keys_file="/nonexistent/keys", metrics_windows="")
+    return create_app(object(), settings, bus=object(), alerts=alerts)  # type: ignore[arg-type]

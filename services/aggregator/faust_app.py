@@ -14,10 +14,16 @@ redelivered batch changes nothing. Per message:
    current facts are re-emitted instead.
 
 The `customers` table (customer_id → {"ids", "state"}) is changelog-backed: memory store, rebuilt from
-the changelog on start and on rebalance.
+the changelog on start and on rebalance. The keyed state also holds each customer's close-the-loop
+cooldowns (`state["notified"]`, see `pipeline.batch`), so they move with the customer's partition.
 
-Output per batch, per customer: the event rows and fact rows, written to a ClickHouse server directly when
-`CXPULSE_CLICKHOUSE_URL` is set, else published to `cx.store` for the chDB-owning process to load.
+Close-the-loop: a `RulesFollower` task keeps the response rules from the compacted rules topic (which the
+API publishes); the first batch waits until it has read the topic up to its end, and every batch gets the
+rules of the moment. The notifications a batch raises travel with its output (`Output`).
+
+Output per batch, per customer: the event rows, fact rows and notifications, written to a ClickHouse server
+directly when `CXPULSE_CLICKHOUSE_URL` is set (the notifications into the outbox, and to `cx.alerts`), else
+published to `cx.store` for the chDB-owning process to load.
 
 The worker writes the table's changelog itself — one record per customer per batch, to the partition of
 the customer's events, acked before the batch ends — and updates the in-memory table directly; Faust
@@ -40,13 +46,19 @@ from typing import Any
 import faust
 import orjson
 from faust.types import EventT
+from prometheus_client import start_http_server
 
+from cxpulse.bus.alerts_topic import alert_message
 from cxpulse.bus.codec import DeadLetter, decode_event
-from cxpulse.bus.dlq import Headers, route_dead_letters
+from cxpulse.bus.dlq import Headers, Send, route_dead_letters
+from cxpulse.bus.rules_topic import RulesFollower
 from cxpulse.config import Settings
+from cxpulse.domain.alerts.rules import ResponseRule
 from cxpulse.domain.state import CustomerState, new_state
+from cxpulse.observability.metrics import ServiceMetrics
 from cxpulse.pipeline.batch import Delivery, step
 from cxpulse.pipeline.output import DISTRIBUTED_BATCH_SEQ, Output, StoreWriter
+from cxpulse.store.instrumented import InstrumentedStore
 from services.aggregator.gaps import GapGuard
 from services.aggregator.retrying import retrying
 
@@ -106,7 +118,8 @@ class BatchProcessor:
         self.lookup = lookup
         self.retention_days = retention_days
 
-    def process(self, events: Sequence[EventT[Any]]) -> BatchResult:
+    def process(self, events: Sequence[EventT[Any]], responses: Sequence[ResponseRule] = ()) -> BatchResult:
+        """One batch; `responses`: the response rules its survey answers are matched against."""
         result = BatchResult()
         deliveries: list[Delivery] = []
         for fevent in events:
@@ -126,15 +139,19 @@ class BatchProcessor:
             ids = entries[d.event.customer_id]["ids"]
             if d.event.event_id in ids:
                 known[d.event.event_id] = ids[d.event.event_id]
-        done = step(deliveries, known, _EntryStates(entries), batch_seq=DISTRIBUTED_BATCH_SEQ)
+        done = step(
+            deliveries, known, _EntryStates(entries), batch_seq=DISTRIBUTED_BATCH_SEQ, responses=responses
+        )
         for d in done.first_seen:
             entries[d.event.customer_id]["ids"][d.event.event_id] = d.position
         result.outputs = Output.per_customer(done)
         return result
 
 
-def build_app(settings: Settings, partitions: int) -> faust.App:
-    """The Faust app; `partitions` must equal the source topic's (the tables are co-partitioned with it)."""
+def build_app(settings: Settings, partitions: int, metrics: ServiceMetrics | None = None) -> faust.App:
+    """The Faust app; `partitions` must equal the source topic's (the tables are co-partitioned with it).
+    `metrics` counts dead letters and times the direct store writes (see `run_worker`)."""
+    metrics = metrics or ServiceMetrics((), alerts=False)
     datadir = Path(settings.data_dir) / "faust" / settings.app_id
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -162,10 +179,18 @@ def build_app(settings: Settings, partitions: int) -> faust.App:
     batch = BatchProcessor(customers.data.get, settings.retention_days)
     assert settings.kafka_bootstrap
     guard = GapGuard(settings.kafka_bootstrap, settings.app_id, settings.topic)
-    sink = _store_sink(settings) if settings.clickhouse_url else _topic_sink(app, settings.store_topic)
+    rules = RulesFollower(settings.kafka_bootstrap, settings.rules_topic)
 
     async def send(topic: str, key: bytes | None, value: bytes | None, headers: Headers) -> None:
         await (await app.producer.send(topic, key, value, None, None, headers))
+
+    direct = settings.clickhouse_url is not None
+    sink = _store_sink(settings, send, metrics) if direct else _topic_sink(app, settings.store_topic)
+
+    async def follow_rules() -> None:
+        await retrying("following the rules topic", rules.run)
+
+    app.task(follow_rules)
 
     async def persist(entries: dict[str, tuple[int, Entry]]) -> None:
         """Write touched entries to the changelog (their events' partition) and wait for the acks."""
@@ -190,12 +215,16 @@ def build_app(settings: Settings, partitions: int) -> faust.App:
         # (noack_take + acking ourselves looked safer, but stalled a worker after a rebalance once.)
         take = stream.take_events  # type: ignore[attr-defined]
         async for fetched in take(settings.batch_size, within=settings.batch_within_s):
+            # The first batch waits until every rule published so far is known. Inside the loop, not
+            # before it: messages Faust dispatches before the agent iterates its stream are lost.
+            await rules.ready.wait()
             events: list[EventT[Any]] = await retrying(
                 "checking for skipped offsets", partial(guard.fill, fetched)
             )
 
             # Retry rather than crash: a partly applied batch is just a redelivery.
-            result = await retrying("processing a batch", partial(_now, batch.process, events))
+            process = partial(batch.process, responses=rules.response_rules())
+            result = await retrying("processing a batch", partial(_now, process, events))
             if result.entries:
                 await retrying("writing the table changelog", partial(persist, result.entries))
             if result.dead:
@@ -203,6 +232,7 @@ def build_app(settings: Settings, partitions: int) -> faust.App:
                 await retrying(
                     "publishing to the DLQ", partial(route_dead_letters, send, settings.dlq_topic, dead)
                 )
+                metrics.events_dlq.inc(len(dead))
             if result.outputs:
                 await retrying("writing the batch output", partial(sink, result.outputs))
 
@@ -225,17 +255,21 @@ def _topic_sink(app: faust.App, topic: str) -> Sink:
     return publish
 
 
-def _store_sink(settings: Settings) -> Sink:
+def _store_sink(settings: Settings, send: Send, metrics: ServiceMetrics) -> Sink:
+    """Write to the ClickHouse server; the notifications into its outbox, then to `cx.alerts` (after the
+    write, before the batch is acked: a crash in between redelivers the batch and publishes again)."""
     from cxpulse.store import migrate
     from cxpulse.store.server import ServerStore
 
     assert settings.clickhouse_url
     store = ServerStore(settings.clickhouse_url, settings.database)
     migrate(store)
-    writer = StoreWriter(store)
+    writer = StoreWriter(InstrumentedStore(store, on_insert=metrics.observe_insert))
 
     async def write(outputs: dict[str, Output]) -> None:
-        await asyncio.to_thread(writer.write, list(outputs.values()))
+        written = await asyncio.to_thread(writer.write, list(outputs.values()))
+        messages = [alert_message(n) for n in written.notifications]
+        await asyncio.gather(*(send(settings.alerts_topic, k, v, h) for k, v, h in messages))
 
     return write
 
@@ -248,9 +282,9 @@ async def source_partitions(settings: Settings) -> int:
 
     assert settings.kafka_bootstrap
     topics = [settings.topic, settings.dlq_topic]
-    if not settings.clickhouse_url:
-        topics.append(settings.store_topic)
+    topics.append(settings.alerts_topic if settings.clickhouse_url else settings.store_topic)
     await ensure_topics(settings.kafka_bootstrap, topics, settings.kafka_partitions)
+    await ensure_topics(settings.kafka_bootstrap, [settings.rules_topic], 1, {"cleanup.policy": "compact"})
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
     try:
@@ -273,11 +307,17 @@ async def source_partitions(settings: Settings) -> int:
 
 
 def run_worker(settings: Settings, loglevel: str = "INFO") -> int:
-    """Run one worker until SIGTERM / SIGINT (several share the partitions through the app id)."""
+    """Run one worker until SIGTERM / SIGINT (several share the partitions through the app id); with
+    `CXPULSE_METRICS_PORT` it serves its Prometheus counters there."""
     from faust.worker import Worker
 
     partitions = asyncio.run(source_partitions(settings))
-    app = build_app(settings, partitions)
+    metrics = ServiceMetrics((), alerts=False)
+    if settings.metrics_port is not None:
+        # The worker has no HTTP API: its counters (DLQ, store inserts, lag) get their own small port.
+        start_http_server(settings.metrics_port, addr=settings.host, registry=metrics.registry)
+        log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
+    app = build_app(settings, partitions, metrics)
     log.info(
         "worker %s: %s (%d partitions) → %s",
         settings.app_id,

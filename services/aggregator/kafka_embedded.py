@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from aiokafka import AIOKafkaProducer
 
@@ -24,15 +25,21 @@ log = logging.getLogger("cxpulse.run")
 
 
 class KafkaFeeder:
-    def __init__(self, settings: Settings, processor: Processor) -> None:
+    """`on_dead(n)` is told how many messages each batch sent to the DLQ (the `/metrics` counter)."""
+
+    def __init__(
+        self, settings: Settings, processor: Processor, on_dead: Callable[[int], None] | None = None
+    ) -> None:
         if not settings.kafka_bootstrap:
             raise ValueError("run --kafka needs a bootstrap address")
         self.settings = settings
         self.processor = processor
+        self.on_dead = on_dead
         self._dlq: AIOKafkaProducer | None = None
 
     async def handle(self, records: Records) -> None:
         events: list[Event] = []
+        received: list[int] = []
         dead: list[tuple[SourceMessage, DeadLetter]] = []
         for r in records:
             decoded = decode_event(r.value, r.timestamp, self.settings.retention_days)
@@ -40,10 +47,13 @@ class KafkaFeeder:
                 dead.append((r, decoded))
             else:
                 events.append(decoded)
+                received.append(r.timestamp)  # when ingest published it: the processing lag starts here
         if dead:
             await route_dead_letters(self._send, self.settings.dlq_topic, dead)
+            if self.on_dead is not None:
+                self.on_dead(len(dead))
         if events:
-            await asyncio.to_thread(self.processor.process, events)
+            await asyncio.to_thread(self.processor.process, events, received)
 
     async def _send(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers) -> None:
         assert self._dlq is not None

@@ -8,10 +8,13 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from cxpulse.bus import EventBus
+from cxpulse.config import Settings
 from cxpulse.domain.validation import validate_batch
 from cxpulse.http.body import decode_items
-from cxpulse.http.deps import BusDep, SettingsDep
+from cxpulse.http.deps import BusDep, MetricsDep, SettingsDep
 from cxpulse.http.errors import ApiError, error_responses
+from cxpulse.observability.metrics import ServiceMetrics
 
 _EXAMPLE = {
     "event_id": "evt-0001",
@@ -42,7 +45,19 @@ router = APIRouter(tags=["ingest"])
     },
     responses=error_responses(400, 413, 422, 503),
 )
-async def post_events(request: Request, bus: BusDep, settings: SettingsDep) -> JSONResponse:
+async def post_events(
+    request: Request, bus: BusDep, settings: SettingsDep, metrics: MetricsDep
+) -> JSONResponse:
+    started = time.perf_counter()
+    try:
+        return await _post_events(request, bus, settings, metrics)
+    finally:  # every answer, 4xx and 503 included: a slow rejection is still a slow request
+        metrics.ingest_latency.observe(time.perf_counter() - started)
+
+
+async def _post_events(
+    request: Request, bus: EventBus, settings: Settings, metrics: ServiceMetrics
+) -> JSONResponse:
     limit = settings.max_body_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
@@ -56,8 +71,10 @@ async def post_events(request: Request, bus: BusDep, settings: SettingsDep) -> J
     accepted, rejected = validate_batch(items, int(time.time() * 1000), settings.retention_days)
     rejected_out = [r.to_dict() for r in rejected]
     if not accepted:
+        metrics.count_ingest(accepted=0, duplicates=0, rejected=len(rejected))
         raise ApiError(422, "invalid_events", f"none of the {len(items)} event(s) is valid", rejected_out)
     result = await bus.publish(accepted)
+    metrics.count_ingest(result.accepted, result.duplicates, len(rejected))
     payload: dict[str, Any] = {
         "accepted": result.accepted,
         "duplicates": result.duplicates,

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from cxpulse.domain.windows import WindowError, parse_duration
+from cxpulse.domain.windows import WindowError, parse_duration, parse_window
 
 
 class Settings(BaseSettings):
@@ -104,6 +104,43 @@ class Settings(BaseSettings):
         """Where the API keys live: `keys_file`, or `keys` in the data dir."""
         return Path(self.keys_file) if self.keys_file else Path(self.data_dir) / "keys"
 
+    metrics_windows: str = Field(
+        "1h,24h",
+        description="Windows of the KPI gauges on /metrics (comma-separated; empty = no KPI gauges).",
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="`cxpulse aggregator` (no HTTP API): serve /metrics on this port; unset = off.",
+    )
+
+    @field_validator("metrics_windows")
+    @classmethod
+    def _windows(cls, text: str) -> str:
+        """Fail at start on a bad window, not at the first gauge refresh."""
+        for window in (w.strip() for w in text.split(",")):
+            if window:
+                try:
+                    parse_window(window, name="CXPULSE_METRICS_WINDOWS")
+                except WindowError as exc:
+                    raise ValueError(str(exc)) from None
+        return text
+
+    rules_topic: str = Field(
+        "cx.rules",
+        description="Distributed: compacted Kafka topic (key rule id, tombstone on delete) through which the "
+        "API hands the alert rules (secrets stripped) to the workers.",
+    )
+    alerts_topic: str = Field(
+        "cx.alerts", description="Distributed: every notification is also published here (key: rule id)."
+    )
+    leader_topic: str = Field(
+        "cx.alerts.leader",
+        description="Distributed, ClickHouse server: one-partition topic whose consumer group elects the API "
+        "process that evaluates metric rules and delivers notifications.",
+    )
+    leader_group: str = Field("cxpulse-alerts-leader", description="Consumer group of that election.")
     alert_interval: str = Field(
         "10s",
         description="Metric alert rules are evaluated this often (and within a second of new events).",

@@ -338,6 +338,13 @@ def test_retries_until_delivered_and_a_hanging_target_delays_no_one(
     for r in thrice:
         Webhook(SECRET).verify(r.body, r.headers)
 
+    counts = {
+        line.split('result="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+        for line in httpx.get(f"{service.url}/metrics", timeout=30).text.splitlines()
+        if line.startswith("cxpulse_notifications_total{")
+    }
+    assert counts["retry"] >= 3 and counts["delivered"] >= 2  # /thrice's retries; /thrice and /fast
+
     (note,) = service.get("/v1/alerts/notifications", kind="alert", limit=1)["notifications"]
     by_url = {t["target"]["url"]: t for t in note["targets"]}
     assert by_url[receiver.url("/thrice")]["status"] == "delivered"

@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -23,10 +22,9 @@ from fastapi.routing import iter_route_contexts
 from cxpulse.config import Settings
 from cxpulse.http.auth import OPEN_PATHS
 from cxpulse.http.keys import KeyFile
-from services.api.app import create_app
 from services.embedded import EmbeddedRuntime
 from tests.conftest import event
-from tests.server_support import cxpulse, free_port, served
+from tests.server_support import cxpulse, free_port, placeholder_app, served
 
 HOUR = 3_600_000
 KEY_SHAPE = re.compile(r"^cxp_[0-9a-f]{8}\.[A-Za-z0-9_-]{43}$")
@@ -60,9 +58,7 @@ BROWSER = {("GET", "/"), ("GET", "/static/{path:path}"), ("GET", "/v1/stream")}
 
 def _app_routes() -> list[tuple[str, str]]:
     """(method, path) of every route the full app serves (built over placeholders: no store is touched)."""
-    alerts = SimpleNamespace(evaluator=SimpleNamespace(listeners=[]))
-    settings = Settings(keys_file="/nonexistent/keys")
-    app = create_app(object(), settings, bus=object(), alerts=alerts)  # type: ignore[arg-type]
+    app = placeholder_app()
     out = set()
     for route in iter_route_contexts(app.routes):
         for method in route.methods or {"GET"}:

@@ -318,6 +318,10 @@ def test_alerts_transitions_and_notifications_after_an_evaluation(
     assert [t["target"]["type"] for t in note["targets"]] == ["webhook", "slack"]
     assert {t["status"] for t in note["targets"]} == {"pending"} and note["attempts"] == []
 
+    exposition = client.get("/metrics").text
+    assert 'cxpulse_alerts{state="firing"} 1.0' in exposition
+    assert 'cxpulse_alerts{state="no_data"} 1.0' in exposition
+
     post_answers(client, [10] * 40, prefix="b")  # recovered
     runtime.alerts.evaluator.evaluate()
     history = client.get("/v1/alerts/transitions", params={"rule_id": rule_id}).json()["transitions"]

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,14 @@ def _answers(url: str) -> bool:
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with running_service(tmp_path_factory.mktemp("demo-data")) as url:
+        yield url
+
+
+@contextmanager
+def running_service(data: Path) -> Iterator[str]:
+    """`cxpulse run` on a free port with its store under `data`, until the block ends."""
     port = free_port()
-    data = tmp_path_factory.mktemp("demo-data")
     log = (data / "service.log").open("w")
     proc = subprocess.Popen(
         [*CXPULSE, "run", "--port", str(port), "--data-dir", str(data / "store")],
@@ -105,3 +112,21 @@ def test_an_unreachable_service_is_a_clear_error() -> None:
     )
     assert proc.returncode == 2
     assert f"cannot reach CX Pulse at {url}" in proc.stderr
+
+
+def test_history_backfills_every_window_and_the_outcome_cohorts(tmp_path: Path) -> None:
+    lines: list[str] = []
+    with running_service(tmp_path) as url:
+        totals = asyncio.run(
+            run_demo(
+                url, rate=50, customers=200, duration_s=1, seed=5, history_s=3 * 86_400, out=lines.append
+            )
+        )
+        assert totals.sent == 200 * 2 * 3 + 50  # the history, then one second live
+        assert totals.accepted == totals.sent
+        assert any("backfilling 1,200 events" in line for line in lines)
+        readings = _get(url, "/v1/pulse?window=24h")["readings"]
+        assert readings["nps"]["previous"]["n"] > 0  # the day before has answers too
+        assert readings["mau"]["value"] > readings["dau"]["value"]
+        outcomes = _get(url, "/v1/outcomes?survey=nps&window=2d&horizon=12h")
+        assert sum(g["customers"] for g in outcomes["groups"].values()) > 0

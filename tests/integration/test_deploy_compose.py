@@ -114,7 +114,7 @@ def test_prometheus_and_grafana_mount_files_that_exist() -> None:
         assert re.fullmatch(r"(prom/prometheus|grafana/grafana):v?[0-9]+\.[0-9]+\.[0-9]+", image), image
 
 
-def test_prometheus_scrapes_the_api_and_ingest_services() -> None:
+def test_prometheus_scrapes_the_api_ingest_and_aggregator_services() -> None:
     config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
     compose = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
     targets = {
@@ -123,8 +123,9 @@ def test_prometheus_scrapes_the_api_and_ingest_services() -> None:
         if job.get("metrics_path", "/metrics") == "/metrics"
         for sd in job.get("dns_sd_configs", [])
     }
-    assert targets == {("api", 8000), ("ingest", 8001)}
-    assert {"api", "ingest"} <= compose.keys()
+    assert targets == {("api", 8000), ("ingest", 8001), ("aggregator", 9100)}
+    assert {"api", "ingest", "aggregator"} <= compose.keys()
+    assert compose["aggregator"]["environment"]["CXPULSE_METRICS_PORT"].endswith(":-9100}")
 
 
 def _exported_names() -> set[str]:

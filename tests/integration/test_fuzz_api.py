@@ -13,7 +13,6 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -31,9 +30,8 @@ from schemathesis.specs.openapi.checks import (
 
 from cxpulse.config import Settings
 from cxpulse.http.keys import KeyFile
-from services.api.app import create_app
 from services.embedded import EmbeddedRuntime
-from tests.server_support import served
+from tests.server_support import placeholder_app, served
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
@@ -74,10 +72,7 @@ def fuzzed(chdb_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 def _openapi() -> dict[str, Any]:
     """The document the service serves at /openapi.json (built over placeholders: it does not depend on
     the store). Loaded at import, since the operations become the test's parameters."""
-    alerts = SimpleNamespace(evaluator=SimpleNamespace(listeners=[]))
-    settings = Settings(keys_file="/nonexistent/keys")
-    app = create_app(object(), settings, bus=object(), alerts=alerts)  # type: ignore[arg-type]
-    return app.openapi()
+    return placeholder_app().openapi()
 
 
 schema = schemathesis.openapi.from_dict(_openapi())

@@ -5,53 +5,35 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from httpx_sse import ServerSentEvent, aconnect_sse
+from prometheus_client.parser import text_string_to_metric_families
 
 from cxpulse.config import Settings
 from cxpulse.reading import PulseReader
-from services.embedded import EmbeddedRuntime
 from tests.conftest import event
 
 MINUTE = 60_000
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
-def base_url(runtime: EmbeddedRuntime, settings: Settings) -> Iterator[str]:
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            runtime.app(settings),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-            timeout_graceful_shutdown=2,
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+def settings(chdb_dir: Path) -> Settings:
+    """No KPI gauges in these tests: every store read they count is a live view's."""
+    return Settings(data_dir=str(chdb_dir), database=f"t_{uuid.uuid4().hex[:12]}", metrics_windows="")
+
+
+def store_reads(base_url: str) -> float:
+    """`cxpulse_store_read_queries_total`: every query the read path ran on the store."""
+    text = httpx.get(f"{base_url}/metrics").text
+    (family,) = [f for f in text_string_to_metric_families(text) if f.name == "cxpulse_store_read_queries"]
+    return sum(s.value for s in family.samples if s.name.endswith("_total"))
 
 
 @pytest.fixture
@@ -178,11 +160,13 @@ def test_many_connections_on_one_view_cost_one_store_read_per_change(
         for listener in listeners:
             await listener.next(5)
         assert len(pulse_reads) == 1
+        queries = store_reads(base_url)
         await asyncio.sleep(1.0)
         await _answer(client, "m1", 3)
         for listener in listeners:
             assert _body(await listener.next(3))["readings"]["nps"]["n"] == 1
         assert len(pulse_reads) == 2
+        assert store_reads(base_url) - queries == 1  # NPS is one query: one for all 100 connections
         for listener in listeners:
             await listener.close()
 

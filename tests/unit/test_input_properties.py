@@ -120,7 +120,7 @@ def test_an_unknown_field_with_an_empty_name_is_named() -> None:
 @RELAXED
 @given(valid_events(), timestamps())
 def test_any_timestamp_is_accepted_or_named(item: dict[str, Any], occurred_at: str) -> None:
-    item = {**item, "occurred_at": occurred_at}
+    item = orjson.loads(json.dumps({**item, "occurred_at": occurred_at}))  # as the decoder hands it over
     result = validate_event(item, NOW, 400)
     if isinstance(result, Event):
         assert NOW - 400 * UNIT_MS["d"] <= result.occurred_ms <= NOW + 5 * 60_000

@@ -133,15 +133,41 @@ def test_counters_increment_and_instances_are_independent() -> None:
     assert scrape(second)["cxpulse_events_accepted_total", ()] == 0
 
 
-def test_alerts_by_state_and_processing_lag_come_from_callbacks() -> None:
+def test_alerts_by_state_come_from_a_callback() -> None:
     counts = {"firing": 2, "pending": 1}
-    metrics = ServiceMetrics(processing_lag=lambda: 1.5, alert_counts=lambda: counts)
+    metrics = ServiceMetrics(alert_counts=lambda: counts)
     samples = scrape(metrics)
     alerts = {dict(labels)["state"]: v for (name, labels), v in samples.items() if name == "cxpulse_alerts"}
     assert alerts == {"ok": 0, "pending": 1, "firing": 2, "no_data": 0}
-    assert samples["cxpulse_processing_lag_seconds", ()] == 1.5
     counts["firing"] = 0
     assert scrape(metrics)["cxpulse_alerts", (("state", "firing"),)] == 0
+    later = ServiceMetrics()  # the evaluator hooks in after the app is built
+    later.alerts.counts = lambda: {"firing": 1}
+    assert scrape(later)["cxpulse_alerts", (("state", "firing"),)] == 1
+
+
+def test_store_inserts_time_and_the_processing_lag_from_received_ms() -> None:
+    now = {"t": 1_000.0}
+    metrics = ServiceMetrics(clock=lambda: now["t"])
+    rows = [{"event_id": "a", "received_ms": 998_500}, {"event_id": "b", "received_ms": 999_000}]
+    metrics.observe_insert("events", rows, 0.004)
+    samples = scrape(metrics)
+    assert samples["cxpulse_processing_lag_seconds", ()] == 1.5  # the batch's oldest event
+    assert samples["cxpulse_store_insert_duration_seconds_count", ()] == 1
+    metrics.observe_insert("fcr_cases", [{"case_id": "k"}], 0.002)  # facts: latency only
+    samples = scrape(metrics)
+    assert samples["cxpulse_processing_lag_seconds", ()] == 1.5
+    assert samples["cxpulse_store_insert_duration_seconds_count", ()] == 2
+    metrics.count_read(0.01)
+    assert scrape(metrics)["cxpulse_store_read_queries_total", ()] == 1
+
+
+def test_ingest_and_worker_instances_have_no_kpi_or_alert_series() -> None:
+    metrics = ServiceMetrics((), alerts=False)
+    metrics.events_dlq.inc()
+    names = {name for name, _ in scrape(metrics)}
+    assert "cxpulse_events_dlq_total" in names
+    assert not any(n.startswith(("cxpulse_kpi", "cxpulse_alerts")) for n in names)
 
 
 def test_a_failing_alert_source_drops_its_series_not_the_scrape() -> None:

@@ -3,24 +3,33 @@
 "use strict";
 
 (() => {
-  // direction: +1 higher is better, -1 lower is better, 0 neither (counts).
-  const METRICS = [
-    ["nps", "NPS", "score", 1],
-    ["csat", "CSAT", "pct", 1],
-    ["ces", "CES", "ces", -1],
-    ["fcr", "First-contact resolution", "pct", 1],
-    ["resolution_time", "Resolution time (median)", "duration", -1],
-    ["active_customers", "Active customers", "count", 0],
-    ["dau", "DAU", "count", 0],
-    ["wau", "WAU", "count", 0],
-    ["mau", "MAU", "count", 0],
-    ["stickiness", "Stickiness (DAU/MAU)", "pct", 1],
-    ["churn", "Churn", "pct", -1],
-    ["retention", "Retention", "pct", 1],
-    ["trial_conversion", "Trial conversion", "pct", 1],
-    ["referral_rate", "Referral rate", "pct", 1],
-  ].map(([id, label, kind, direction]) => ({ id, label, kind, direction }));
-  const BY_ID = Object.fromEntries(METRICS.map((m) => [m.id, m]));
+  // Which KPIs exist, their unit and which way is good come from the service (GET /v1/metrics, the
+  // metric registry); the page only knows how to name and format them.
+  const LABELS = {
+    nps: "NPS", csat: "CSAT", ces: "CES", fcr: "First-contact resolution",
+    resolution_time: "Resolution time (median)", active_customers: "Active customers",
+    dau: "DAU", wau: "WAU", mau: "MAU", stickiness: "Stickiness (DAU/MAU)", churn: "Churn",
+    retention: "Retention", trial_conversion: "Trial conversion", referral_rate: "Referral rate",
+  };
+  const KIND_OF_UNIT = { "%": "pct", s: "duration", score: "score", customers: "count" };
+  // scores on a short scale (CES 1…7) need two decimals to show a change; NPS (−100…100) one
+  const FINE_SCORES = new Set(["ces"]);
+  let METRICS = []; // [{id, label, kind, direction: +1 higher is better / -1 lower is better, volume}]
+  let BY_ID = {};
+
+  function useRegistry(list) {
+    METRICS = list.map((m) => ({
+      id: m.id,
+      label: LABELS[m.id] || m.id,
+      kind: m.unit === "score" && FINE_SCORES.has(m.id) ? "fine" : KIND_OF_UNIT[m.unit] || "number",
+      direction: m.direction === "lower" ? -1 : 1,
+      // counts measure volume, not quality: a small touchpoint is not the journey's worst
+      volume: m.unit === "customers",
+      description: m.description || "",
+    }));
+    BY_ID = Object.fromEntries(METRICS.map((m) => [m.id, m]));
+  }
+
   const JOURNEY = ["website", "checkout", "onboarding", "usage", "support", "subscription", "survey"];
   const FILTERS = ["touchpoint", "channel", "segment"];
   const SIDE_REFRESH_MS = 30_000; // journey, alerts and sparklines: at most this often from live events
@@ -45,6 +54,7 @@
   const nf0 = new Intl.NumberFormat("en", { maximumFractionDigits: 0 });
   const nf1 = new Intl.NumberFormat("en", { minimumFractionDigits: 1, maximumFractionDigits: 1 });
   const nf2 = new Intl.NumberFormat("en", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+  const sig2 = new Intl.NumberFormat("en", { maximumSignificantDigits: 2 });
 
   function duration(s) {
     const a = Math.abs(s);
@@ -59,22 +69,23 @@
     switch (kind) {
       case "pct": return `${nf1.format(v)}%`;
       case "score": return nf1.format(v);
-      case "ces": return nf2.format(v);
+      case "fine": return nf2.format(v);
       case "duration": return duration(v);
-      default: return nf0.format(v);
+      case "count": return nf0.format(v);
+      default: return String(v);
     }
   }
 
   function fmtDelta(kind, d) {
     const sign = d > 0 ? "+" : d < 0 ? "−" : "±";
     const a = Math.abs(d);
-    const fine = a > 0 && a < 0.05 ? nf2 : nf1; // a real change must not read as ±0.0
+    // a real change must not read as ±0.0: small ones get two significant digits
+    const num = a > 0 && a < 0.05 ? sig2.format(a) : kind === "fine" ? nf2.format(a) : nf1.format(a);
     switch (kind) {
-      case "pct": return `${sign}${fine.format(a)} pp`;
-      case "score": return `${sign}${fine.format(a)}`;
-      case "ces": return `${sign}${nf2.format(a)}`;
+      case "pct": return `${sign}${num} pp`;
       case "duration": return `${sign}${duration(a)}`;
-      default: return `${sign}${nf0.format(a)}`;
+      case "count": return `${sign}${nf0.format(a)}`;
+      default: return `${sign}${num}`;
     }
   }
 
@@ -131,7 +142,7 @@
     for (const m of METRICS) {
       const tile = el("article", { class: "tile", "data-metric": m.id, "data-state": "loading",
                                    "aria-labelledby": `t-${m.id}` },
-        el("h3", { id: `t-${m.id}`, text: m.label }),
+        el("h3", { id: `t-${m.id}`, text: m.label, title: m.description }),
         el("p", { class: "value", "aria-live": "off" }, el("span", { class: "num", text: "…" })),
         el("p", { class: "empty", text: "Not enough data" }),
         el("dl", { class: "stats" },
@@ -220,7 +231,8 @@
     const plot = new uPlot({
       width, height: 36, pxAlign: false,
       cursor: { show: false }, select: { show: false }, legend: { show: false },
-      scales: { x: { time: false } },
+      // pad x so the newest bucket's point is not cut in half at the edge (a fresh service has one)
+      scales: { x: { time: false, range: (u, lo, hi) => [lo - (hi - lo) / 30, hi + (hi - lo) / 30] } },
       axes: [{ show: false }, { show: false }],
       series: [{}, { stroke: "#1d4ed8", width: 1.5, fill: "rgba(29, 78, 216, 0.12)", spanGaps: true,
                      // a lone reading has no line to draw: mark the points while there are few
@@ -282,13 +294,14 @@
       });
       const known = values.filter((v) => v !== null);
       let worst = null;
-      if (m.direction !== 0 && known.length > 1) {
+      if (!m.volume && known.length > 1) {
         worst = m.direction > 0 ? Math.min(...known) : Math.max(...known);
         if (known.every((v) => v === worst)) worst = null;
       }
       const row = el("tr", { "data-metric": m.id }, el("th", { scope: "row", text: m.label }));
       values.forEach((v, i) => {
-        const cell = el("td", { "data-touchpoint": tps[i], text: fmt(m.kind, v) });
+        const cell = el("td", { "data-touchpoint": tps[i], "data-value": v === null ? "" : String(v),
+                                text: fmt(m.kind, v) });
         if (worst !== null && v === worst) {
           cell.classList.add("worst");
           cell.append(el("span", { class: "mark", "aria-label": "worst", text: " ▼" }));
@@ -301,6 +314,67 @@
     box.replaceChildren(table);
     box.dataset.state = "ok";
     fillList("touchpoint-values", [...JOURNEY, ...tps]);
+  }
+
+  // ---- outcomes ---------------------------------------------------------------------------------------
+  const OUTCOMES = [["repurchase", "bought again"], ["churned", "cancelled"], ["referred", "referred someone"]];
+
+  function outcomeBar(share) {
+    const bar = el("div", { class: "obar", role: "img" });
+    if (share.value === null || share.value === undefined) {
+      bar.setAttribute("aria-label", "no customers");
+      bar.append(el("span", { class: "olabel muted", text: "–" }));
+      return bar;
+    }
+    const [lo, hi] = share.ci || [share.value, share.value];
+    bar.setAttribute("aria-label", `${share.value.toFixed(1)}%, 95% CI ${lo.toFixed(1)}–${hi.toFixed(1)}%`);
+    const track = el("span", { class: "otrack" });
+    track.append(el("span", { class: "ofill", style: `width:${share.value}%` }));
+    track.append(el("span", { class: "oci", style: `left:${lo}%;width:${Math.max(hi - lo, 0.5)}%` }));
+    bar.append(track, el("span", { class: "olabel", text: `${share.value.toFixed(1)}%` }));
+    return bar;
+  }
+
+  async function loadOutcomes() {
+    const box = $("#outcomes");
+    if (!has("/v1/outcomes")) return unavailable(box, "The outcomes view is");
+    const p = new URLSearchParams(query({}, false));
+    p.set("survey", $("#oc-survey").value);
+    p.set("window", $("#oc-window").value);
+    p.set("horizon", $("#oc-horizon").value);
+    let body;
+    try {
+      body = await getJson(`/v1/outcomes?${p}`);
+    } catch (e) {
+      if (e.status === 404) return unavailable(box, "The outcomes view is");
+      box.replaceChildren(el("p", { class: "error", text: `Outcomes: ${e.message}` }));
+      return;
+    }
+    const table = el("table", { class: "outcomes" });
+    table.append(el("caption", { class: "sr-only", text: "Outcomes per answer group" }));
+    const head = el("tr", {}, el("th", { scope: "col", text: "group" }), el("th", { scope: "col", "data-col": "customers", text: "customers" }));
+    for (const [id, label] of OUTCOMES) {
+      const sig = body.significant[id];
+      const mark = sig === null ? "" : sig ? " ★ significant" : " · n.s.";
+      head.append(el("th", { scope: "col", "data-outcome": id, text: `${label}${mark}` }));
+    }
+    table.append(el("thead", {}, head));
+    const tbody = el("tbody");
+    for (const [group, g] of Object.entries(body.groups)) {
+      const row = el("tr", { "data-group": group }, el("th", { scope: "row", text: group }),
+                     el("td", { class: "num", text: String(g.customers) }));
+      for (const [id] of OUTCOMES) {
+        const cell = el("td", { "data-outcome": id, "data-value": g[id].value === null ? "" : String(g[id].value) });
+        cell.append(outcomeBar(g[id]));
+        row.append(cell);
+      }
+      tbody.append(row);
+    }
+    table.append(tbody);
+    const total = Object.values(body.groups).reduce((n, g) => n + g.customers, 0);
+    box.replaceChildren(table);
+    if (!total) box.append(el("p", { class: "muted", text: "No answers in this cohort yet: every customer's horizon must have passed." }));
+    box.dataset.state = total ? "ok" : "empty";
   }
 
   // ---- alerts -----------------------------------------------------------------------------------------
@@ -398,6 +472,7 @@
     if (!force && now - lastSide < SIDE_REFRESH_MS) return;
     lastSide = now;
     loadJourney();
+    loadOutcomes();
     loadAlerts();
     loadResponses();
     loadAllSeries();
@@ -454,13 +529,28 @@
     reload();
   }
 
+  /** The metric registry; the page waits for it (a server that is still starting is asked again). */
+  async function loadRegistry() {
+    for (;;) {
+      try {
+        useRegistry(await getJson("/v1/metrics"));
+        return;
+      } catch (e) {
+        setStatus("offline", "cannot reach the service — retrying");
+        await new Promise((resolve) => setTimeout(resolve, 2000));
+      }
+    }
+  }
+
   async function main() {
+    await loadRegistry();
     buildTiles();
     fromLocation();
     writeControls();
     $("#controls").addEventListener("submit", onSubmit);
     $("#window").addEventListener("change", onSubmit);
     for (const f of FILTERS) $(`#${f}`).addEventListener("change", onSubmit);
+    for (const id of ["oc-survey", "oc-window", "oc-horizon"]) $(`#${id}`).addEventListener("change", loadOutcomes);
     window.addEventListener("resize", () => {
       for (const [id, plot] of plots) {
         const w = $(`.tile[data-metric="${id}"] .spark`).clientWidth;

@@ -9,6 +9,8 @@ Hooks for the runtimes:
 - `on_rules_changed`: callables run (with no argument) after a rule is created, replaced or deleted —
   e.g. the distributed runtime publishes the new response rules to its workers;
 - `evaluator.listeners`: callables that get each transition (the app adds its SSE hub's `publish_alert`);
+- `on_attempt`: callables that get each delivery attempt's outcome (`delivered`, `retry`, `failed`,
+  `disable`; the app counts them as `cxpulse_notifications_total{result}`);
 - `refresh()`: reload the rules from the store (a rule changed by another process);
 - `wake_dispatcher()`: thread-safe; the processing path calls it after adding notifications.
 
@@ -47,7 +49,7 @@ from cxpulse.domain.alerts.rules import (
 from cxpulse.domain.metrics import METRICS
 from cxpulse.live.feed import ChangeFeed
 from cxpulse.notify.dispatcher import Dispatcher, default_client
-from cxpulse.notify.outbox import Delivery, Kind, StoreOutbox
+from cxpulse.notify.outbox import AttemptRecord, Delivery, Kind, StoreOutbox
 from cxpulse.notify.schedule import Schedule
 from cxpulse.notify.targets import target_policy
 from cxpulse.reading import Reader
@@ -109,6 +111,8 @@ class AlertService:
             reader, self.repo, self.outbox, self.metric_rules, clock=clock, on_notify=self.wake_dispatcher
         )
         self.on_rules_changed: list[Callable[[], None]] = []
+        self.on_attempt: list[Callable[[str], None]] = []
+        self.dispatcher.on_attempt = self._attempted
         self._directions = directions()
         self._lock = threading.Lock()
         self._rules: dict[str, Rule] = {}
@@ -302,6 +306,10 @@ class AlertService:
             }
             for nid, group in grouped.items()
         ]
+
+    def _attempted(self, record: AttemptRecord) -> None:
+        for hook in self.on_attempt:
+            hook(record.outcome)
 
     # ---------------------------------------------------------------------------------------- loops
 

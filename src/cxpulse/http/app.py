@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.types import Lifespan
 
 from cxpulse import __version__
 from cxpulse.config import Settings
@@ -18,11 +19,18 @@ from cxpulse.http.request_id import RequestId
 from cxpulse.http.timeout import RequestTimeout
 
 
-def service_app(title: str, description: str, settings: Settings, access: Access | None = None) -> FastAPI:
+def service_app(
+    title: str,
+    description: str,
+    settings: Settings,
+    access: Access | None = None,
+    lifespan: Lifespan[FastAPI] | None = None,
+) -> FastAPI:
     """A FastAPI app with the shared error handlers, `/healthz`, the `Event` schema in its OpenAPI, the
     settings and access control (`access`, default: from `settings`) on its state, and the request
-    timeout. Routers go in with `auth.include(app, router, scope)`."""
-    app = FastAPI(title=title, version=__version__, description=description)
+    timeout; `lifespan` runs the app's background tasks while it serves. Routers go in with
+    `auth.include(app, router, scope)`."""
+    app = FastAPI(title=title, version=__version__, description=description, lifespan=lifespan)
     app.state.settings = settings
     app.state.access = access or Access(settings)
     install_error_handlers(app)

@@ -17,6 +17,7 @@ from cxpulse.config import Settings
 from cxpulse.domain.metrics import METRICS, Metric, UnknownMetric, metric_by_id
 from cxpulse.http.errors import ApiError
 from cxpulse.http.params import bad_parameter
+from cxpulse.observability.metrics import ServiceMetrics
 from cxpulse.reading import Reader
 
 
@@ -35,6 +36,12 @@ def get_bus(request: Request) -> EventBus:
     if bus is None:  # only apps built with a bus route to ingest
         raise ApiError(404, "not_found", "this service does not ingest events")
     return bus
+
+
+def get_metrics(request: Request) -> ServiceMetrics:
+    """The app's Prometheus instruments (one `ServiceMetrics` per app)."""
+    metrics: ServiceMetrics = request.app.state.metrics
+    return metrics
 
 
 def get_alerts(request: Request) -> AlertService:
@@ -74,3 +81,4 @@ BusDep = Annotated[EventBus, Depends(get_bus)]
 AlertsDep = Annotated[AlertService, Depends(get_alerts)]
 MetricDep = Annotated[Metric, Depends(path_metric)]
 MetricIdsDep = Annotated[list[str], Depends(metrics_param)]
+MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]

@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 #: Called after a row is delivered (e.g. to also publish it to Kafka `cx.alerts` in distributed mode).
 OnSent = Callable[[Delivery], Awaitable[None]]
+#: Called after every attempt with its record (e.g. to count results on /metrics).
+OnAttempt = Callable[[AttemptRecord], None]
 
 
 def wall_clock_ms() -> int:
@@ -44,6 +46,7 @@ class Dispatcher:
         poll_interval_s: float = 1.0,
         batch: int = 100,
         on_sent: OnSent | None = None,
+        on_attempt: OnAttempt | None = None,
     ) -> None:
         self._outbox = outbox
         self._client_factory = client_factory
@@ -54,6 +57,7 @@ class Dispatcher:
         self._poll_s = poll_interval_s
         self._batch = batch
         self._on_sent = on_sent
+        self.on_attempt = on_attempt
         self._in_flight: dict[tuple[str, int], asyncio.Task[AttemptRecord]] = {}
         self._wake = asyncio.Event()
 
@@ -121,6 +125,11 @@ class Dispatcher:
             result = classify_error(exc)
         record, updated = self._outcome(delivery, result, at_ms)
         await asyncio.to_thread(self._outbox.record, record, updated)
+        if self.on_attempt is not None:
+            try:
+                self.on_attempt(record)
+            except Exception:
+                log.exception("on_attempt hook failed for notification %s", delivery.id)
         if result.outcome is Outcome.DISABLE:
             reason = f"{result.error} (notification {delivery.id})"
             await asyncio.to_thread(

@@ -10,6 +10,7 @@ would read as a real score.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -22,6 +23,8 @@ from cxpulse.domain.windows import parse_window
 log = logging.getLogger(__name__)
 
 DEFAULT_WINDOWS = ("1h", "24h")
+#: The table whose rows carry `received_ms` (the processing lag is measured on its inserts).
+EVENTS_TABLE = "events"
 ALERT_STATES = ("ok", "pending", "firing", "no_data")
 #: Ingest requests and store inserts take from a millisecond (a small batch) to seconds (10 000 events).
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -135,18 +138,26 @@ class AlertsCollector:
 
 
 class ServiceMetrics:
-    """The service's instruments, defined once; the ingest route, the processor, the notifier and the
-    change feed update them, `metrics_router(metrics.registry)` serves them."""
+    """The service's instruments, defined once per app (one registry each); the ingest route, the store
+    seam (`observe_insert`, `count_read`), the DLQ routing, the notifier and the change feed update them,
+    `metrics_router(metrics.registry)` serves them.
+
+    `windows` empty: no KPI gauges (ingest, the worker). `alerts=False`: no `cxpulse_alerts` (a process
+    that evaluates no rules must not report zero rules next to the one that does). The alert evaluator
+    hooks its counts in later by setting `metrics.alerts.counts`.
+    """
 
     def __init__(
         self,
         windows: Sequence[str] = DEFAULT_WINDOWS,
         *,
         pulse: PulseSource | None = None,
-        processing_lag: Callable[[], float] | None = None,
         alert_counts: Callable[[], Mapping[str, int]] | None = None,
+        alerts: bool = True,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.registry = r = CollectorRegistry()
+        self.clock = clock
         self.events_accepted = Counter(
             "cxpulse_events_accepted", "Events accepted (new, durable).", registry=r
         )
@@ -172,20 +183,38 @@ class ServiceMetrics:
             registry=r,
             buckets=LATENCY_BUCKETS,
         )
-        self.processing_lag = Gauge(
-            "cxpulse_processing_lag_seconds",
-            "How far processing trails ingest: seconds between accepting and processing the latest event.",
+        self.store_reads = Counter(
+            "cxpulse_store_read_queries",
+            "Queries the read path (pulse, series, journey, live views, KPI gauges) ran on the store.",
             registry=r,
         )
-        if processing_lag is not None:
-            self.processing_lag.set_function(processing_lag)
+        self.processing_lag = Gauge(
+            "cxpulse_processing_lag_seconds",
+            "Received → stored, for the oldest event of the last stored batch: received is the Kafka "
+            "message time (run --kafka, workers, loader) or the embedded writer taking the batch.",
+            registry=r,
+        )
         self.alerts = AlertsCollector(alert_counts)
         self.kpis = KpiCollector(windows, pulse)
-        r.register(self.alerts)
-        r.register(self.kpis)
+        if alerts:
+            r.register(self.alerts)
+        if self.kpis.windows:
+            r.register(self.kpis)
 
     def count_ingest(self, accepted: int, duplicates: int, rejected: int) -> None:
         """One `POST /v1/events` answer's counts."""
         self.events_accepted.inc(accepted)
         self.events_duplicates.inc(duplicates)
         self.events_rejected.inc(rejected)
+
+    def observe_insert(self, table: str, rows: Sequence[Mapping[str, Any]], seconds: float) -> None:
+        """One store insert (the `InstrumentedStore` callback): its latency, and for event rows the
+        processing lag — now minus the earliest `received_ms` among them."""
+        self.store_insert_latency.observe(seconds)
+        if table == EVENTS_TABLE and rows:
+            received = min(int(row["received_ms"]) for row in rows)
+            self.processing_lag.set(max(0.0, self.clock() - received / 1000))
+
+    def count_read(self, seconds: float) -> None:
+        """One read-path store query (the `InstrumentedStore` callback)."""
+        self.store_reads.inc()

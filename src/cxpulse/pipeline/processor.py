@@ -111,11 +111,18 @@ class Processor:
         self._stale = False
         return total
 
-    def process(self, events: Sequence[Event]) -> PublishResult:
-        """Store `events` exactly once and update everything derived from them."""
-        return self.process_many([events])[0]
+    def process(self, events: Sequence[Event], received_ms: Sequence[int] | None = None) -> PublishResult:
+        """Store `events` exactly once and update everything derived from them. `received_ms`: when each
+        was received (`run --kafka`: the Kafka message times), stored with it; default now."""
+        return self.process_many([events], received_ms=None if received_ms is None else [received_ms])[0]
 
-    def process_many(self, batches: Sequence[Sequence[Event]], *, flush: bool = True) -> list[PublishResult]:
+    def process_many(
+        self,
+        batches: Sequence[Sequence[Event]],
+        *,
+        flush: bool = True,
+        received_ms: Sequence[Sequence[int]] | None = None,
+    ) -> list[PublishResult]:
         """Process several requests' batches in one write (group commit); one result per batch.
 
         `flush=False` (more work is queued) lets facts and state wait for a later batch.
@@ -123,7 +130,12 @@ class Processor:
         with self._lock:
             self._fresh()
             now_ms = int(time.time() * 1000)
-            deliveries = [Delivery(e, now_ms) for batch in batches for e in batch]
+            times = received_ms or [[now_ms] * len(batch) for batch in batches]
+            deliveries = [
+                Delivery(e, t)
+                for batch, batch_times in zip(batches, times, strict=True)
+                for e, t in zip(batch, batch_times, strict=True)
+            ]
             existing = self.repo.existing_ids(list({d.event.event_id: None for d in deliveries}))
             done = step(
                 deliveries,

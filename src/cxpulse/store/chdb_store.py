@@ -5,6 +5,7 @@ Only one process can open a chDB data directory; a lock serializes this process'
 
 from __future__ import annotations
 
+import fcntl
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,6 +24,13 @@ class ChdbStore:
         try:
             self._session = chdb_session.Session(str(path))
         except Exception as exc:  # chDB raises plain RuntimeError, e.g. "Cannot lock file .../status"
+            owner = _owner(path)
+            if owner is not None:
+                raise StoreError(
+                    f"the chDB store at {path} is in use by another process ({owner}): only one process "
+                    "can own a chDB data directory — stop it, use another --data-dir, or share a ClickHouse "
+                    "server (CXPULSE_CLICKHOUSE_URL) between processes"
+                ) from exc
             raise StoreError(f"cannot open the chDB store at {path}: {exc}") from exc
         self.database = database
         self._insert_settings = " SETTINGS fsync_after_insert = 1" if fsync else ""
@@ -54,6 +62,22 @@ class ChdbStore:
                 raise StoreError(str(exc)) from exc
         data: bytes = result.bytes()
         return data
+
+
+def _owner(path: Path) -> str | None:
+    """Who holds the engine's lock on `path` (its `status` file, flock'ed by the owner), or None if free."""
+    status = path / "status"
+    try:
+        with status.open("rb") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                first = f.read(200).decode(errors="replace").splitlines()
+                return first[0].strip() if first else "unknown process"
+            fcntl.flock(f, fcntl.LOCK_UN)
+    except OSError:
+        return None
+    return None
 
 
 def _text_params(sql: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
