@@ -214,7 +214,10 @@ def test_retries_until_delivered_with_the_same_webhook_id(store: ChdbStore, rece
     for r in requests:  # each attempt is signed with its own timestamp, all verify
         Webhook(SECRET).verify(r.body, r.headers)
     gaps = [b.at - a.at for a, b in itertools.pairwise(requests)]
-    assert gaps[0] >= 0.05 and gaps[1] >= 0.1 and gaps[2] >= 0.2  # backoff doubles
+    # backoff doubles (0.05, 0.1, 0.2 s): judged cumulatively, since a late receiver timestamp under load
+    # lengthens one gap and shortens the next
+    since_first = list(itertools.accumulate(gaps))
+    assert since_first[0] >= 0.05 and since_first[1] >= 0.15 and since_first[2] >= 0.35, gaps
 
     (row,) = outbox.deliveries()
     assert (row.status, row.attempts) == (Status.DELIVERED, 4)
