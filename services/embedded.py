@@ -44,7 +44,7 @@ class EmbeddedRuntime:
     @classmethod
     def open(cls, settings: Settings) -> EmbeddedRuntime:
         store = open_store(settings)
-        migrate(store)
+        migrate(store, ids_in_background=True)
         feed = ChangeFeed()
         metrics = ServiceMetrics(parse_metrics_windows(settings.metrics_windows))
         writes = InstrumentedStore(store, on_insert=metrics.observe_insert)

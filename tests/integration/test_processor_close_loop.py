@@ -88,3 +88,18 @@ def test_without_rules_recovery_counts_only_stateful_events(runtime: EmbeddedRun
     plain = Processor(Repository(runtime.store), flush_interval_s=3600)
     plain.process_many([answers(now, ("e1", "c1", 2))], flush=False)
     assert Processor(Repository(runtime.store)).recover() == 0  # answers are replayed only for rules
+
+
+def test_a_saved_cooldown_is_loaded_for_an_answer_of_a_customer_not_in_memory(
+    runtime: EmbeddedRuntime,
+) -> None:
+    """Keyed state is loaded lazily: an answer (not a stateful event) must still bring its customer's
+    saved cooldown into memory, or a second message would go out within the cooldown."""
+    now = int(time.time() * 1000)
+    first = processor(runtime)
+    first.process(answers(now, ("e1", "c1", 2)))
+    first.flush()
+    second = processor(runtime)  # a restart: nothing in memory
+    assert "c1" not in second.states
+    second.process(answers(now + 1, ("e2", "c1", 3)))
+    assert [d.id for d in StoreOutbox(runtime.store).deliveries()] == [notification_id("rr", "e1")]

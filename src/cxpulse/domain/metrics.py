@@ -77,7 +77,8 @@ def _current_and_previous(current: Span, previous: Span) -> list[Span]:
 class Metric:
     """One KPI. `statistics` are ClickHouse aggregate expressions over the family's rows, in the order
     `build` reads them; `{c}` in them stands for `condition` (which of the family's rows are this
-    metric's). `build` gets the statistics of each span that `spans(current, previous)` lists."""
+    metric's), and `w` for the row's weight (see `WEIGHT`). `build` gets the statistics of each span that
+    `spans(current, previous)` lists."""
 
     id: str
     family: Family
@@ -137,15 +138,14 @@ def _ces(cur: Stats, prev: Stats) -> Reading:
 
 
 def _resolution(cur: Stats, prev: Stats) -> Reading:
-    (values,), (pvalues,) = cur, prev
-    values, pvalues = sorted(values), sorted(pvalues)
+    values, pvalues = stats.net_sample(*cur), stats.net_sample(*prev)
     return {
         "value": stats.median(values),
         "n": len(values),
         "ci": stats.median_interval(values),
         "previous": {"value": stats.median(pvalues), "n": len(pvalues)},
-        "significant": stats.rank_sum_significant(values, pvalues),
-        "mean_s": sum(values) / len(values) if values else None,
+        "significant": stats.rank_sum_significant_sorted(values, pvalues),
+        "mean_s": float(values.sum()) / len(values) if len(values) else None,
         "p90_s": stats.nearest_rank(values, 0.9),
     }
 
@@ -202,9 +202,13 @@ def _with_months(current: Span, previous: Span) -> list[Span]:
 _FAR = "9223372036854775807"
 #: The end of the span a row is counted in (bound by the store's grid query).
 SPAN_END = "({origin:Int64} + (idx + 1) * {step:Int64})"
+#: Statistics are weighted sums: `w` is a row's weight — 1 for a stored event or fact, the count of a
+#: rollup row, the sign (+1 / −1) of a signed fact row — so raw rows and rollups give the same numbers.
+WEIGHT = "w"
+_DURATION_S = "greatest(0, resolved_ms - first_ms) / 1000.0"
 _DISTINCT = ("uniqExact(customer_key)",)
 #: The subscriptions family's per-customer flags: s0 active at the span start, e1 at its end, churned.
-_SUBSCRIBERS = ("countIf(s0 AND churned)", "countIf(s0 AND e1)", "countIf(s0)")
+_SUBSCRIBERS = ("sumIf(w, s0 AND churned)", "sumIf(w, s0 AND e1)", "sumIf(w, s0)")
 _HIGHER, _LOWER = Direction.HIGHER_IS_BETTER, Direction.LOWER_IS_BETTER
 
 
@@ -231,7 +235,7 @@ METRICS: dict[str, Metric] = {
             "score",
             _HIGHER,
             "Net Promoter Score: % promoters (9–10) − % detractors (0–6)",
-            ("countIf(score >= 9 AND {c})", "countIf(score <= 6 AND {c})", "countIf({c})"),
+            ("sumIf(w, score >= 9 AND {c})", "sumIf(w, score <= 6 AND {c})", "sumIf(w, {c})"),
             (0, 0, 0),
             _pair(_nps),
             condition="survey = 'nps'",
@@ -243,7 +247,7 @@ METRICS: dict[str, Metric] = {
             "%",
             _HIGHER,
             "% satisfied answers (top-two box)",
-            ("countIf(score >= if(scale = 7, 6, 4) AND {c})", "countIf({c})"),
+            ("sumIf(w, score >= if(scale = 7, 6, 4) AND {c})", "sumIf(w, {c})"),
             (0, 0),
             _pair(_proportion),
             condition="survey = 'csat'",
@@ -255,10 +259,11 @@ METRICS: dict[str, Metric] = {
             _LOWER,
             "mean Customer Effort Score, 1 = very easy … 7 = very difficult",
             (
-                "ifNotFinite(avgIf(score, {c}), 0)",
-                "ifNotFinite(varSampIf(score, {c}), 0)",
-                "countIf({c})",
-                "countIf(score <= 3 AND {c})",
+                "ifNotFinite(sumIf(w * score, {c}) / sumIf(w, {c}), 0)",
+                "ifNotFinite((sumIf(w * score * score, {c}) - pow(sumIf(w * score, {c}), 2) / sumIf(w, {c}))"
+                " / (sumIf(w, {c}) - 1), 0)",
+                "sumIf(w, {c})",
+                "sumIf(w, score <= 3 AND {c})",
             ),
             (0.0, 0.0, 0, 0),
             _pair(_ces),
@@ -271,7 +276,7 @@ METRICS: dict[str, Metric] = {
             "%",
             _HIGHER,
             "% of resolved cases resolved on first contact",
-            (f"countIf(contacts <= 1 AND ifNull(recontact_ms, {_FAR}) >= {SPAN_END})", "count()"),
+            (f"sumIf(w, contacts <= 1 AND ifNull(recontact_ms, {_FAR}) >= {SPAN_END})", "sum(w)"),
             (0, 0),
             _pair(_proportion),
         ),
@@ -281,8 +286,11 @@ METRICS: dict[str, Metric] = {
             "s",
             _LOWER,
             "median seconds from a case's first event to its resolution",
-            ("arraySort(groupArray(greatest(0, resolved_ms - first_ms) / 1000.0))",),
-            ([],),
+            (
+                f"arraySort(groupArrayIf({_DURATION_S}, w > 0))",
+                f"arraySort(groupArrayIf({_DURATION_S}, w < 0))",
+            ),
+            ([], []),
             _pair(_resolution),
             extras=("mean_s", "p90_s"),
         ),
@@ -329,7 +337,7 @@ METRICS: dict[str, Metric] = {
             "%",
             _HIGHER,
             "% of trials ending in the window that converted",
-            ("countIf(converted = 1)", "count()"),
+            ("sumIf(w, converted = 1)", "sum(w)"),
             (0, 0),
             _pair(_proportion),
         ),
@@ -339,7 +347,7 @@ METRICS: dict[str, Metric] = {
             "%",
             _HIGHER,
             "% of purchases that came from a referral",
-            ("countIf(referral = 1)", "count()"),
+            ("sumIf(w, referral = 1)", "sum(w)"),
             (0, 0),
             _pair(_proportion),
         ),

@@ -32,6 +32,7 @@ from cxpulse.pipeline.batch import EventRow, Step
 from cxpulse.store.alerts import AlertRepository
 from cxpulse.store.base import Store
 from cxpulse.store.repository import Repository
+from cxpulse.store.rollups import mark_distributed
 
 log = logging.getLogger("cxpulse.pipeline.output")
 
@@ -112,10 +113,18 @@ class StoreWriter:
         self.rules = AlertRepository(store)
         self.outbox = outbox if outbox is not None else StoreOutbox(store)
         self._clock = clock or _wall_clock_ms
+        self._marked = False
 
     def write(self, outputs: Sequence[Output]) -> Written:
         """Store the outputs' rows, then enqueue their notifications (rows first: a notification is only
-        sent once the answer it is about is stored)."""
+        sent once the answer it is about is stored).
+
+        Rows written here are not rolled up (several workers may write at once, and customer numbers need
+        one sequencer), so the store is marked first: its readings then come from the raw SQL.
+        """
+        if not self._marked:
+            mark_distributed(self.repo.store)
+            self._marked = True
         unique: dict[str, EventRow] = {}
         facts: list[tuple[str, FactRow]] = []
         notifications: dict[str, Notification] = {}

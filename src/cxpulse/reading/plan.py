@@ -27,7 +27,9 @@ def plan_grids(metric: Metric, first_end_ms: int, step_ms: int, count: int, wind
     for length in dict.fromkeys(length for length, _ in needed):
         offsets = [o for span_length, o in needed if span_length == length]
         lowest, highest = min(offsets), max(offsets)
-        if all((o - lowest) % step_ms == 0 for o in offsets):
+        # one grid when the spans line up and lie close (a pulse, a series with step = window); a
+        # series of hourly 30-day readings would otherwise read the 720 hours between them too
+        if all((o - lowest) % step_ms == 0 for o in offsets) and (highest - lowest) // step_ms <= count:
             grids.append(Grid(first_end_ms - highest, step_ms, count + (highest - lowest) // step_ms, length))
             slot_of.update({(length, o): (len(grids) - 1, (highest - o) // step_ms) for o in offsets})
         else:

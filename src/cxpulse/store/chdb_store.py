@@ -1,6 +1,8 @@
 """The embedded store: the ClickHouse engine in-process (chDB), persisted under a data directory.
 
-Only one process can open a chDB data directory; a lock serializes this process's calls into the engine.
+Only one process can open a chDB data directory. Within it, two sessions on the directory run
+concurrently: one for writes (statements and inserts) and one for reads (`rows`), each serialized by its
+own lock — so a reading never waits behind an insert, a flush or a rollup catch-up, and both cores work.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ class ChdbStore:
         path.mkdir(parents=True, exist_ok=True)
         try:
             self._session = chdb_session.Session(str(path))
+            self._read_session = chdb_session.Session(str(path))
         except Exception as exc:  # chDB raises plain RuntimeError, e.g. "Cannot lock file .../status"
             owner = _owner(path)
             if owner is not None:
@@ -35,12 +38,19 @@ class ChdbStore:
         self.database = database
         self._insert_settings = " SETTINGS fsync_after_insert = 1" if fsync else ""
         self._lock = threading.Lock()
+        self._read_lock = threading.Lock()
 
     def execute(self, sql: str) -> None:
         self._query(sql, "CSV", None)
 
     def rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[list[Any]]:
-        return parse_compact_rows(self._query(sql, "JSONCompactEachRow", params))
+        with self._read_lock:
+            try:
+                result = self._read_session.query(sql, "JSONCompactEachRow", params=_text_params(sql, params))
+            except Exception as exc:
+                raise StoreError(str(exc)) from exc
+        data: bytes = result.bytes()
+        return parse_compact_rows(data)
 
     def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
         if not rows:
@@ -51,7 +61,8 @@ class ChdbStore:
         self._query(sql + block.decode(), "CSV", None)
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._read_lock:
+            self._read_session.close()
             self._session.close()
 
     def _query(self, sql: str, fmt: str, params: Mapping[str, Any] | None) -> bytes:

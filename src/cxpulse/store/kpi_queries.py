@@ -12,6 +12,10 @@ Two query shapes, both a single scan:
   bit mask of the spans it was active in (one hash table), then a count per span.
 
 Filter values and numbers are bound as query parameters; identifiers are fixed here.
+
+When this process keeps the store's rollups (`rollups.read_view`), the same statistics come from them
+instead (`rollup_reads`: event families from day/hour buckets plus raw edges, fact families from the signed,
+time-ordered fact tables); the raw SQL here stays the reference and the path of distributed stores.
 """
 
 from __future__ import annotations
@@ -21,20 +25,27 @@ from typing import Any
 
 from cxpulse.domain.metrics import SPAN_END, Dimension, Family, Filters, Metric, Stats
 from cxpulse.domain.windows import Grid, Span
+from cxpulse.store import rollup_reads
 from cxpulse.store.base import Store
+from cxpulse.store.rollups import View, read_view
 
 NO_GROUP = ""
 _FAR = "9223372036854775807"
 _END = SPAN_END  # end of span `idx`
 _START = f"({_END} - {{length:Int64}})"
 
-#: Per family: the table, the time column placing a row in spans, and the rows it reads.
-_SOURCES: dict[Family, tuple[str, str, str]] = {
-    Family.SURVEY: ("events", "occurred_ms", "type = 'survey_answer'"),
-    Family.REFERRAL: ("events", "occurred_ms", "type = 'purchase'"),
-    Family.ACTIVE: ("events", "occurred_ms", "1"),
-    Family.CASES: ("cases FINAL", "resolved_ms", "1"),
-    Family.TRIALS: ("trials FINAL", "outcome_ms", "1"),
+#: Per family: the table, the time column placing a row in spans, the rows it reads and their weight.
+_SOURCES: dict[Family, tuple[str, str, str, str]] = {
+    Family.SURVEY: ("events", "occurred_ms", "type = 'survey_answer'", "toInt8(1)"),
+    Family.REFERRAL: ("events", "occurred_ms", "type = 'purchase'", "toInt8(1)"),
+    Family.ACTIVE: ("events", "occurred_ms", "1", "toInt8(1)"),
+    Family.CASES: ("cases FINAL", "resolved_ms", "1", "toInt8(1)"),
+    Family.TRIALS: ("trials FINAL", "outcome_ms", "1", "toInt8(1)"),
+}
+#: The fact families over the signed, time-ordered fact tables (a changed fact: its old row at −1).
+_SIGNED_SOURCES: dict[Family, tuple[str, str, str, str]] = {
+    Family.CASES: ("case_facts", "resolved_ms", "1", "sign"),
+    Family.TRIALS: ("trial_facts", "outcome_ms", "1", "sign"),
 }
 
 
@@ -47,10 +58,15 @@ def filter_sql(filters: Filters, params: dict[str, Any]) -> str:
 
 
 def _grid_query(
-    metrics: Sequence[Metric], filters: Filters, group: str, grid: Grid, params: dict[str, Any]
+    metrics: Sequence[Metric],
+    filters: Filters,
+    group: str,
+    grid: Grid,
+    params: dict[str, Any],
+    sources: dict[Family, tuple[str, str, str, str]] = _SOURCES,
 ) -> str:
     """Statistics per (span, group) for metrics of one family over the rows whose time falls in a span."""
-    source, time_col, where = _SOURCES[metrics[0].family]
+    source, time_col, where, weight = sources[metrics[0].family]
     selects = _statistics(metrics)
     if len(metrics) == 1 and metrics[0].family == Family.SURVEY:
         where += f" AND {metrics[0].condition}"  # one survey: narrow the scan by the sort key
@@ -64,7 +80,8 @@ def _grid_query(
             f" least({{count:Int64}}, intDiv({offset} + {{length:Int64}}, {{step:Int64}}))) AS idx"
         )
     return (
-        f"SELECT {index}, {group} AS g, {', '.join(selects)} FROM {{db:Identifier}}.{source}{array_join} "
+        f"WITH {weight} AS w SELECT {index}, {group} AS g, {', '.join(selects)} "
+        f"FROM {{db:Identifier}}.{source}{array_join} "
         f"WHERE {where} AND {time_col} >= {{lo:Int64}} AND {time_col} < {{hi:Int64}}"
         f"{filter_sql(filters, params)} GROUP BY idx, g"
     )
@@ -90,12 +107,32 @@ def _subscriptions_query(
     reach = f"least({end}, {{hi:Int64}}) - {{origin:Int64}} + {{length:Int64}}"
     last = f"least({{count:Int64}} - 1, intDiv({reach}, {{step:Int64}}) - 1)"
     return (
-        f"SELECT idx, g, {', '.join(_statistics(metrics))} FROM ("
+        f"WITH toInt8(1) AS w SELECT idx, g, {', '.join(_statistics(metrics))} FROM ("
         f" SELECT customer_id, idx, max({at_start} AND {dims}) AS s0, max({at_end}) AS e1,"
         f" max({at_start} AND {dims} AND ifNull(cancel_ms, {_FAR}) < {_END}) AS churned,"
         f" anyIf({group}, {at_start}) AS g"
         f" FROM {{db:Identifier}}.subscriptions FINAL ARRAY JOIN range({first}, {last} + 1) AS idx"
         f" WHERE started_ms < {{hi:Int64}} AND {end} >= {{lo:Int64}} GROUP BY customer_id, idx"
+        ") WHERE s0 GROUP BY idx, g"
+    )
+
+
+def _subscribers_query(
+    metrics: Sequence[Metric], filters: Filters, group: str, grid: Grid, params: dict[str, Any]
+) -> str:
+    """`_subscriptions_query` over the signed per-customer subscriber rows: each customer once, no
+    grouping by customer — the interval active at the span start (a customer's intervals never overlap),
+    whether it is cancelled inside the span, whether any interval is active at its end."""
+    filter_sql(filters, params)  # binds the filter values
+    dims = "".join(f" AND {name}s[i] = {{f_{name}:String}}" for name, _ in filters.items())
+    g = "''" if group == "''" else f"if(i > 0, {group}s[i], '')"
+    return (
+        f"SELECT idx, g, {', '.join(_statistics(metrics))} FROM ("
+        f" SELECT idx, sign AS w,"
+        f" arrayFirstIndex((s, e) -> s < {_START} AND {_START} <= e, started, ends) AS i,"
+        f" i > 0{dims} AS s0, i > 0 AND cancels[i] < {_END} AS churned,"
+        f" arrayExists((s, e) -> s < {_END} AND {_END} <= e, started, ends) AS e1, {g} AS g"
+        f" FROM {{db:Identifier}}.subscriber_facts ARRAY JOIN range({grid.count}) AS idx"
         ") WHERE s0 GROUP BY idx, g"
     )
 
@@ -120,16 +157,13 @@ def grid_stats(
         "lo": grid.start_ms,
         "hi": grid.end_ms,
     }
-    group = by.value if by else "''"
     flt = filters or Filters()
-    if metrics[0].family == Family.SUBSCRIPTIONS:
-        sql = _subscriptions_query(metrics, flt, group, params)
-    else:
-        sql = _grid_query(metrics, flt, group, grid, params)
+    with read_view(store) as view:
+        rows = _grid_rows(store, view, metrics, grid, flt, by, params)
     widths = [len(m.statistics) for m in metrics]
     offsets = [sum(widths[:i]) for i in range(len(metrics))]
     out: dict[str, dict[str, list[Stats]]] = {m.id: {} for m in metrics}
-    for idx, g, *values in store.rows(sql, params):
+    for idx, g, *values in rows:
         if not 0 <= idx < grid.count:
             continue
         for metric, offset, width in zip(metrics, offsets, widths, strict=True):
@@ -139,6 +173,33 @@ def grid_stats(
         if by is None:
             out[metric.id].setdefault(NO_GROUP, [metric.empty] * grid.count)
     return out
+
+
+def _grid_rows(
+    store: Store,
+    view: View | None,
+    metrics: Sequence[Metric],
+    grid: Grid,
+    filters: Filters,
+    by: Dimension | None,
+    params: dict[str, Any],
+) -> list[list[Any]]:
+    """The grid's statistics rows from the rollups when `view` allows, else from the raw SQL."""
+    group = by.value if by else "''"
+    family = metrics[0].family
+    if view is not None and grid.count <= rollup_reads.MAX_SPANS:
+        spans = rollup_reads.grid_spans(grid)
+        if family in (Family.SURVEY, Family.REFERRAL):
+            return rollup_reads.counts_stats(store, view, metrics, spans, filters, by, grid)
+        if family == Family.ACTIVE:
+            return rollup_reads.active_stats(store, view, spans, filters, by, grid)
+    if view is not None and family in _SIGNED_SOURCES:
+        return store.rows(_grid_query(metrics, filters, group, grid, params, _SIGNED_SOURCES), params)
+    if view is not None and family == Family.SUBSCRIPTIONS and grid.count <= rollup_reads.MAX_SPANS:
+        return store.rows(_subscribers_query(metrics, filters, group, grid, params), params)
+    if family == Family.SUBSCRIPTIONS:
+        return store.rows(_subscriptions_query(metrics, filters, group, params), params)
+    return store.rows(_grid_query(metrics, filters, group, grid, params), params)
 
 
 def active_span_stats(
@@ -153,6 +214,14 @@ def active_span_stats(
     """
     if not 0 < len(spans) <= 64:
         raise ValueError(f"active_span_stats takes 1 to 64 spans, not {len(spans)}")
+    with read_view(store) as view:
+        if view is not None:
+            out: dict[str, dict[Span, Stats]] = {}
+            for idx, g, count in rollup_reads.active_stats(store, view, spans, filters or Filters(), by):
+                out.setdefault(g, {span: (0,) for span in spans})[spans[idx]] = (count,)
+            if by is None and NO_GROUP not in out:
+                out[NO_GROUP] = {span: (0,) for span in spans}
+            return out
     params: dict[str, Any] = {
         "db": store.database,
         "lo": min(s.start_ms for s in spans),
