@@ -7,16 +7,12 @@ signed fact rows and readings must agree; then both take the same later events t
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cxpulse.config import Settings
 from cxpulse.domain.events import STATEFUL_TYPES
 from cxpulse.domain.metrics import METRICS, Filters
 from cxpulse.domain.state import new_state
@@ -25,8 +21,8 @@ from cxpulse.reading import PulseReader
 from cxpulse.store.base import Store
 from cxpulse.store.repository import Repository
 from services.embedded import EmbeddedRuntime
-from tests.conftest import validated
-from tests.integration.test_rollups import AT, DAY, NOW, _item, close, iso
+from tests.conftest import iso, validated
+from tests.integration.test_rollups import AT, DAY, NOW, _item, close, fresh_runtime
 
 Item = dict[str, Any]
 FACT_COLUMNS = {
@@ -37,17 +33,6 @@ FACT_COLUMNS = {
     " segment",
 }
 SIGNED = {"cases": "case_facts", "trials": "trial_facts"}
-
-
-@contextmanager
-def fresh(chdb_dir: Path) -> Iterator[EmbeddedRuntime]:
-    rt = EmbeddedRuntime.open(Settings(data_dir=str(chdb_dir), database=f"b_{uuid.uuid4().hex[:12]}"))
-    try:
-        yield rt
-    finally:
-        rt.processor.flush()
-        rt.store.execute(f"DROP DATABASE IF EXISTS {rt.store.database}")
-        rt.close()
 
 
 def facts(store: Store) -> dict[str, list[list[Any]]]:
@@ -93,7 +78,7 @@ def test_bulk_derivation_equals_the_fold(
     events = validated(stream, NOW)
     more = validated([{"event_id": f"m{i}", **it} for i, it in enumerate(later)], NOW)
     customers = sorted({e.customer_id for e in events + more})
-    with fresh(chdb_dir) as folded, fresh(chdb_dir) as bulk:
+    with fresh_runtime(chdb_dir) as folded, fresh_runtime(chdb_dir) as bulk:
         folded.processor.process(events)
         rows = [{**e.to_row(), "received_ms": NOW, "batch_seq": 1} for e in events]
         # a bulk file may repeat an event: the derivation must fold it once (readings count stored survey
@@ -121,7 +106,7 @@ def test_bulk_derivation_equals_the_fold(
 
 def test_a_bulk_derivation_keeps_close_the_loop_cooldowns(chdb_dir: Path) -> None:
     """Cooldowns are not a function of the events: the bulk mark carries them over to the folded state."""
-    with fresh(chdb_dir) as rt:
+    with fresh_runtime(chdb_dir) as rt:
         repo = Repository(rt.store)
         repo.save_states({"c1": {**new_state(), "notified": {"rr": NOW - DAY}}}, checkpoint=0)
         events = validated(

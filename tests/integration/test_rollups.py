@@ -1,6 +1,6 @@
 """Rollups (migration 003) on the real engine: readings equal the raw SQL's exactly, at any `at` and window.
 
-The reference is the same store read through the raw SQL (`read_raw` on a second handle of it). Covered:
+The reference is the same store read through the raw SQL (`RawSQL`, a second handle of it). Covered:
 random streams with random batching and flushes (hypothesis), edges not aligned to days or hours, late
 events after their day was rolled up, batches not rolled up yet, retracted fact versions, a flush
 interrupted after the signed fact rows were written, events bulk-inserted behind the processor's back,
@@ -10,7 +10,7 @@ and the switch to raw SQL once a distributed writer stored rows.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from cxpulse.pipeline.processor import Processor
 from cxpulse.reading import PulseReader
 from cxpulse.store.base import Store
 from cxpulse.store.repository import Repository
-from cxpulse.store.rollups import read_raw, rollups_readable
+from cxpulse.store.rollups import RawSQL, rollups_readable
 from services.embedded import EmbeddedRuntime
 from tests.conftest import T0, iso, ms, validated
 
@@ -36,27 +36,6 @@ AT = ms(T0)
 START = AT - 40 * DAY
 NOW = AT + 30 * DAY
 Item = dict[str, Any]
-
-
-class RawView:
-    """A second handle on the same store, read with the raw SQL (the reference)."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.database = store.database
-        read_raw(self)
-
-    def execute(self, sql: str) -> None:
-        self.store.execute(sql)
-
-    def rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[list[Any]]:
-        return self.store.rows(sql, params)
-
-    def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
-        self.store.insert(table, rows)
-
-    def close(self) -> None:
-        pass
 
 
 @contextmanager
@@ -95,7 +74,7 @@ def close(a: Any, b: Any, where: str = "") -> None:
 def compare(store: Store, ats: Sequence[int], windows: Sequence[int], series: bool = True) -> int:
     """Every metric's pulse (several filters), breakdowns and series, rollups against raw; returns how many
     readings had a value."""
-    fast, raw = PulseReader(store), PulseReader(RawView(store))
+    fast, raw = PulseReader(store), PulseReader(RawSQL(store))
     assert rollups_readable(store)
     valued = 0
     for at in ats:

@@ -245,7 +245,8 @@ class RawSQL:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.database = store.database
-        read_raw(self)
+        with _progress_lock:  # this object reads raw; another wrapping the same store can stay on rollups
+            _progress[self] = _Progress(distributed=True)
 
     def execute(self, sql: str) -> None:
         self.store.execute(sql)
@@ -258,13 +259,6 @@ class RawSQL:
 
     def close(self) -> None:
         """The wrapped store stays open."""
-
-
-def read_raw(store: Store) -> None:
-    """Read this store object with the raw SQL (the reference path of tests and benchmarks); a second
-    object wrapping the same store can stay on the rollups."""
-    with _progress_lock:
-        _progress[store] = _Progress(distributed=True)
 
 
 class Rollups:
