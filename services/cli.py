@@ -24,6 +24,7 @@ from cxpulse.store.base import StoreError
 from services import rules_cli
 
 if TYPE_CHECKING:
+    from cxpulse.http.auth import Access
     from services.embedded import EmbeddedRuntime
 
 
@@ -32,19 +33,38 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
+def _access(settings: Settings) -> Access | None:
+    """The service's keys and limits, or None (after saying why on stderr) when it must not start: no keys
+    and an address other than loopback, without CXPULSE_ALLOW_OPEN=true (SPEC §8)."""
+    from cxpulse.http.auth import Access, OpenBindRefused, check_bind
+    from cxpulse.http.keys import KeyFileError
+
+    try:
+        access = Access(settings)
+        print(f"access: {check_bind(settings.host, access, settings.allow_open)}", flush=True)
+    except (OpenBindRefused, KeyFileError) as exc:
+        print(f"cxpulse: {exc}", file=sys.stderr)
+        return None
+    return access
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from services.embedded import EmbeddedRuntime
-    from services.serving import serve
+    from services.serving import exit_cleanly_on_sigterm, serve
 
+    exit_cleanly_on_sigterm()
     settings = _settings(args)
+    access = _access(settings)
+    if access is None:
+        return 2
     try:
         runtime = EmbeddedRuntime.open(settings)
     except StoreError as exc:
         print(f"cxpulse: {exc}", file=sys.stderr)
         return 2
     if settings.kafka_bootstrap:
-        return _run_with_kafka(runtime, settings)
-    app = runtime.app(settings)
+        return _run_with_kafka(runtime, settings, access)
+    app = runtime.app(settings, access=access)
     print(
         f"CX Pulse (embedded) on http://{settings.host}:{settings.port}  data: {settings.data_dir}",
         flush=True,
@@ -55,7 +75,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         runtime.close()
 
 
-def _run_with_kafka(runtime: EmbeddedRuntime, settings: Settings) -> int:
+def _run_with_kafka(runtime: EmbeddedRuntime, settings: Settings, access: Access) -> int:
     """`run --kafka`: ingest publishes to Kafka; an in-process consumer feeds the embedded processor."""
     from cxpulse.bus.kafka import KafkaBus, ensure_topics
     from services.aggregator.kafka_embedded import KafkaFeeder
@@ -64,7 +84,7 @@ def _run_with_kafka(runtime: EmbeddedRuntime, settings: Settings) -> int:
     assert settings.kafka_bootstrap
     bootstrap = settings.kafka_bootstrap
     bus = KafkaBus(settings)
-    app = runtime.app(settings, bus=bus)  # the processor's commits drive the stream and the gauges
+    app = runtime.app(settings, bus=bus, access=access)  # the processor's commits drive the stream and gauges
     feeder = KafkaFeeder(settings, runtime.processor, on_dead=runtime.metrics.events_dlq.inc)
 
     async def topics() -> None:
@@ -93,14 +113,18 @@ def _run_with_kafka(runtime: EmbeddedRuntime, settings: Settings) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from cxpulse.bus.kafka import KafkaBus
     from services.ingest.app import create_ingest_app
-    from services.serving import serve
+    from services.serving import exit_cleanly_on_sigterm, serve
 
+    exit_cleanly_on_sigterm()
     settings = _settings(args)
     if not settings.kafka_bootstrap:
         print("cxpulse ingest: set --kafka HOST:PORT or CXPULSE_KAFKA_BOOTSTRAP", file=sys.stderr)
         return 2
+    access = _access(settings)
+    if access is None:
+        return 2
     bus = KafkaBus(settings)
-    app = create_ingest_app(bus, settings)
+    app = create_ingest_app(bus, settings, access)
     print(
         f"CX Pulse ingest on http://{settings.host}:{settings.port} → Kafka {settings.kafka_bootstrap} "
         f"topic {settings.topic}",
@@ -135,9 +159,13 @@ def cmd_api(args: argparse.Namespace) -> int:
     from services.aggregator.loader import Loader
     from services.api.app import create_app
     from services.api.distributed import DistributedAlerting
-    from services.serving import Hook, Loop, serve
+    from services.serving import Hook, Loop, exit_cleanly_on_sigterm, serve
 
+    exit_cleanly_on_sigterm()
     settings = _settings(args)
+    access = _access(settings)
+    if access is None:
+        return 2
     try:
         store = open_store(settings)
         migrate(store)
@@ -179,13 +207,55 @@ def cmd_api(args: argparse.Namespace) -> int:
     if settings.clickhouse_url:  # the workers write straight to the server: watch it for their writes
         loops.append(partial(poll_changes, partial(write_marker, store), feed))
         loading = ", watching it for writes"
-    app = create_app(store, settings, feed=feed, metrics=metrics, alerts=alerts)
+    app = create_app(store, settings, feed=feed, metrics=metrics, alerts=alerts, access=access)
     where = settings.clickhouse_url or f"chDB {settings.data_dir}"
     print(f"CX Pulse API on http://{settings.host}:{settings.port}  store: {where}{loading}", flush=True)
     try:
         return asyncio.run(serve(app, settings.host, settings.port, loops, startup, shutdown))
     finally:
         store.close()
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """`cxpulse keys create|list|revoke`: edit the keys file the services re-read (SPEC §8)."""
+    from cxpulse.http.keys import KeyFile, KeyFileError, parse_scopes
+
+    settings = _settings(args)
+    keys = KeyFile(settings.keys_path)
+    try:
+        if args.action == "create":
+            key = keys.create(args.name, parse_scopes(args.scopes))
+            print(key, flush=True)  # alone on stdout: the only time it is shown
+            print(f"created key {args.name!r} ({args.scopes}) in {keys.path}; store it now", file=sys.stderr)
+        elif args.action == "list":
+            for r in keys.records():
+                state = f"revoked {r.revoked_at}" if r.revoked_at else "active"
+                print(f"{r.name}\t{r.prefix}\t{','.join(sorted(r.scopes))}\tcreated {r.created_at}\t{state}")
+        elif not keys.revoke(args.name):
+            print(f"cxpulse keys: no active key named {args.name!r} in {keys.path}", file=sys.stderr)
+            return 1
+        else:
+            print(f"revoked {args.name!r}; services reading {keys.path} refuse it now", file=sys.stderr)
+    except (KeyFileError, OSError) as exc:
+        print(f"cxpulse keys: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _keys_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    keys = sub.add_parser("keys", help="API keys: create (printed once), list, revoke")
+    keys.add_argument(
+        "--keys-file", dest="keys_file", help="keys file (default <data dir>/keys, env CXPULSE_KEYS_FILE)"
+    )
+    keys.add_argument("--data-dir", dest="data_dir", help="data dir (default ./data, env CXPULSE_DATA_DIR)")
+    actions = keys.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="add a key and print it, alone, on stdout (the only time)")
+    create.add_argument("--name", required=True, help="a name to list and revoke it by")
+    create.add_argument("--scopes", required=True, help="comma-separated: ingest, read, admin")
+    actions.add_parser("list", help="name, prefix, scopes, created, revoked (never the key)")
+    revoke = actions.add_parser("revoke", help="revoke a key: refused within seconds, no restart")
+    revoke.add_argument("name")
+    keys.set_defaults(func=cmd_keys)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -299,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     _kafka_option(api, "load the workers' output (cx.store) from this Kafka into the chDB store")
     api.set_defaults(func=cmd_api)
     _demo_parser(sub)
+    _keys_parser(sub)
     rules_cli.add_parser(sub)
     return parser
 
@@ -313,10 +384,16 @@ def _kafka_option(parser: argparse.ArgumentParser, text: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # httpx logs every request's URL at INFO: notification targets (a Slack webhook URL is a credential)
-    # must not end up in logs.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    from pydantic import ValidationError
+
+    from cxpulse.observability.logs import configure_logging
+
+    try:
+        env = Settings()
+    except ValidationError as exc:
+        print(f"cxpulse: invalid setting: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(env.log_format, getattr(logging, env.log_level.upper()))
     args = build_parser().parse_args(argv)
     code: int = args.func(args)
     return code

@@ -19,6 +19,7 @@ from cxpulse.alerts.service import AlertService
 from cxpulse.bus import EventBus
 from cxpulse.bus.inprocess import InProcessBus
 from cxpulse.config import Settings
+from cxpulse.http.auth import Access
 from cxpulse.live.feed import ChangeFeed
 from cxpulse.observability.metrics import ServiceMetrics, parse_metrics_windows
 from cxpulse.pipeline.processor import Processor
@@ -42,8 +43,9 @@ class EmbeddedRuntime:
     alerts: AlertService
 
     @classmethod
-    def open(cls, settings: Settings) -> EmbeddedRuntime:
-        store = open_store(settings)
+    def open(cls, settings: Settings, store: Store | None = None) -> EmbeddedRuntime:
+        """The runtime over `store` (default: the one `settings` name; tests pass a wrapped one)."""
+        store = store if store is not None else open_store(settings)
         migrate(store, ids_in_background=True)
         feed = ChangeFeed()
         metrics = ServiceMetrics(parse_metrics_windows(settings.metrics_windows))
@@ -59,9 +61,10 @@ class EmbeddedRuntime:
         log.info("store ready (%d events replayed since the last checkpoint)", replayed)
         return cls(store, processor, InProcessBus(processor), feed, metrics, alerts)
 
-    def app(self, settings: Settings, bus: EventBus | None = None) -> FastAPI:
+    def app(self, settings: Settings, bus: EventBus | None = None, access: Access | None = None) -> FastAPI:
         """The whole embedded service: ingest through the in-process bus (or `bus`: Kafka for
-        `run --kafka`, whose consumer feeds this processor), reads that see every 202, alert endpoints."""
+        `run --kafka`, whose consumer feeds this processor), reads that see every 202, alert endpoints;
+        `access`: the API keys and limits (default: from `settings`)."""
         return create_app(
             self.store,
             settings,
@@ -70,6 +73,7 @@ class EmbeddedRuntime:
             feed=self.feed,
             metrics=self.metrics,
             alerts=self.alerts,
+            access=access,
         )
 
     def loops(self) -> list[Loop]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
@@ -17,6 +18,23 @@ from fastapi import FastAPI
 log = logging.getLogger("cxpulse.serve")
 
 Loop = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+
+
+def exit_cleanly_on_sigterm() -> None:
+    """SIGTERM ends the process with status 0 after a graceful stop, wherever it arrives.
+
+    While serving, uvicorn takes the signal itself: it stops accepting, lets in-flight requests (batches
+    being made durable) finish, and then re-raises the signal so the default action would kill the
+    process — before the `finally` blocks that flush and close the store, and with status -15. With this
+    handler in place that last signal becomes `SystemExit(0)`: the `finally` blocks run and the exit is
+    clean. Before serving starts (opening the store, recovery) it stops the process the same way."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 Hook = Callable[[], Awaitable[None]]
 
 
@@ -29,7 +47,8 @@ async def serve(
     shutdown: Sequence[Hook] = (),
 ) -> int:
     stop = asyncio.Event()
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, log_config=None)
+    server = uvicorn.Server(config)
     failed: list[BaseException] = []
 
     def on_done(task: asyncio.Task[None]) -> None:

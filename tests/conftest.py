@@ -49,8 +49,11 @@ def chdb_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def settings(chdb_dir: Path) -> Settings:
-    """Settings with a fresh database per test (isolation without reopening the engine elsewhere)."""
-    return Settings(data_dir=str(chdb_dir), database=f"t_{uuid.uuid4().hex[:12]}")
+    """Settings with a fresh database per test (isolation without reopening the engine elsewhere).
+
+    Webhook targets may be private: the tests' receivers run on 127.0.0.1, and the example hostnames they
+    use must not be looked up in DNS (test_target_policy.py and test_access.py check the policy)."""
+    return Settings(data_dir=str(chdb_dir), database=f"t_{uuid.uuid4().hex[:12]}", webhook_allow_private=True)
 
 
 @pytest.fixture

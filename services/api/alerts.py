@@ -20,6 +20,9 @@ from services.api.models import (
     TransitionList,
 )
 
+#: The rules collection (SPEC §8: `admin`); the states, transitions and notifications are `router` (`read`:
+#: the dashboard shows firing alerts and close-the-loop answers).
+rules = APIRouter(tags=["alerts"])
 router = APIRouter(tags=["alerts"])
 
 _METRIC_EXAMPLE = {
@@ -59,12 +62,24 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post(
+#: OpenAPI links from a created rule to what can be done with it (clients and stateful fuzzing follow them).
+_RULE_LINKS = {
+    name: {"operationId": operation, "parameters": {"rule_id": "$response.body#/id"}}
+    for name, operation in (
+        ("GetRule", "get_alert_rule"),
+        ("ReplaceRule", "replace_alert_rule"),
+        ("DeleteRule", "delete_alert_rule"),
+    )
+}
+
+
+@rules.post(
     "/v1/alert-rules",
     status_code=201,
     summary="Create an alert rule",
     response_model=AlertRuleOut,
     responses={
+        201: {"description": "the rule as stored (secrets masked)", "links": _RULE_LINKS},
         409: {"description": "a rule with the given id exists"},
         422: _ERRORS[422],
     },
@@ -73,14 +88,15 @@ def create_rule(alerts: AlertsDep, rule: RuleBody) -> dict[str, Any]:
     return alerts.create(rule)
 
 
-@router.get("/v1/alert-rules", summary="Every alert rule", response_model=AlertRuleList)
+@rules.get("/v1/alert-rules", summary="Every alert rule", response_model=AlertRuleList)
 def list_rules(alerts: AlertsDep) -> dict[str, Any]:
     return {"rules": alerts.rules_view()}
 
 
-@router.get(
+@rules.get(
     "/v1/alert-rules/{rule_id}",
     summary="One alert rule",
+    operation_id="get_alert_rule",
     response_model=AlertRuleOut,
     responses={404: _ERRORS[404]},
 )
@@ -88,9 +104,10 @@ def get_rule(alerts: AlertsDep, rule_id: str) -> dict[str, Any]:
     return alerts.get(rule_id)
 
 
-@router.put(
+@rules.put(
     "/v1/alert-rules/{rule_id}",
     summary="Replace an alert rule (a masked secret sent back keeps the stored one)",
+    operation_id="replace_alert_rule",
     response_model=AlertRuleOut,
     responses=_ERRORS,
 )
@@ -98,10 +115,11 @@ def replace_rule(alerts: AlertsDep, rule_id: str, rule: RuleBody) -> dict[str, A
     return alerts.replace(rule_id, rule)
 
 
-@router.delete(
+@rules.delete(
     "/v1/alert-rules/{rule_id}",
     status_code=204,
     summary="Delete an alert rule",
+    operation_id="delete_alert_rule",
     response_class=Response,
     responses={404: _ERRORS[404]},
 )

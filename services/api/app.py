@@ -13,6 +13,7 @@ from cxpulse.alerts.service import AlertService
 from cxpulse.bus import EventBus
 from cxpulse.config import Settings
 from cxpulse.http.app import service_app
+from cxpulse.http.auth import Access, include
 from cxpulse.http.errors import ApiError
 from cxpulse.live.feed import ChangeFeed
 from cxpulse.live.hub import PulseHub
@@ -22,8 +23,7 @@ from cxpulse.reading import PulseReader
 from cxpulse.store.base import Store, StoreError
 from cxpulse.store.instrumented import InstrumentedStore
 from services.api import alerts as alert_routes
-from services.api import routes, stream
-from services.api.dashboard import install_dashboard
+from services.api import dashboard, routes, stream
 from services.api.metrics_route import metrics_router, pulse_source
 from services.api.stream import pulse_view_reader
 from services.ingest.routes import router as events_router
@@ -38,13 +38,16 @@ def create_app(
     feed: ChangeFeed | None = None,
     metrics: ServiceMetrics | None = None,
     alerts: AlertService | None = None,
+    access: Access | None = None,
 ) -> FastAPI:
     """The app over `store`; with a `bus` it also ingests. `before_read` makes acknowledged writes visible
     to reads (the embedded processor writes facts behind events). `feed` tells the live stream and the KPI
     gauges about commits; without one they refresh on their heartbeat only. `metrics`: the instruments the
     writer side already reports to (store inserts, DLQ), else new ones. With `alerts` it serves the alert
     endpoints, streams the evaluator's transitions (`event: alert` on `app.state.pulse_hub`), counts rules
-    by state and delivery attempts on /metrics; the caller runs `alerts.loops()` (see `services.serving`)."""
+    by state and delivery attempts on /metrics; the caller runs `alerts.loops()` (see `services.serving`).
+    `access` (default: from `settings`) holds the API keys and limits; every router is included with its
+    scope (SPEC §8)."""
     feed = feed or ChangeFeed()
     metrics = metrics or ServiceMetrics(parse_metrics_windows(settings.metrics_windows))
     # Every read-path query goes through here, so /metrics counts what the live views cost the store.
@@ -66,26 +69,28 @@ def create_app(
     app = service_app(
         "CX Pulse",
         "A live pulse on customer experience: NPS, CSAT, CES, FCR and more, in event time.",
+        settings,
+        access,
         lifespan=lifespan,
     )
-    app.state.settings = settings
     app.state.reader = reader
     app.state.metrics = metrics
     app.state.feed = feed
-    app.include_router(routes.router)
+    include(app, routes.router, "read")
     app.state.pulse_hub = PulseHub(pulse_view_reader(reader), feed)
-    app.include_router(stream.router)
-    app.include_router(metrics_router(metrics.registry))
-    install_dashboard(app)
+    include(app, stream.router, "read", browser=True)
+    include(app, metrics_router(metrics.registry), "read")
+    include(app, dashboard.router, "read", browser=True)
     if alerts is not None:
         app.state.alerts = alerts
         alerts.evaluator.listeners.append(app.state.pulse_hub.publish_alert)
         metrics.alerts.counts = alerts.alert_counts
         alerts.on_attempt.append(lambda outcome: metrics.notifications.labels(result=outcome).inc())
-        app.include_router(alert_routes.router)
+        include(app, alert_routes.rules, "admin")
+        include(app, alert_routes.router, "read")
     if bus is not None:
         app.state.bus = bus
-        app.include_router(events_router)
+        include(app, events_router, "ingest")
 
     @app.get("/readyz", tags=["ops"], summary="The store answers queries")
     def readyz() -> dict[str, str]:

@@ -12,10 +12,13 @@ from cxpulse.domain.outcomes import SURVEYS
 from cxpulse.domain.windows import DAY_MS, iso_ms
 from cxpulse.http import params
 from cxpulse.http.deps import MetricDep, MetricIdsDep, ReaderDep, SettingsDep
+from cxpulse.http.errors import error_responses
 from cxpulse.reading import Reader
 from services.api.models import Breakdown, Journey, MetricInfo, Outcomes, Pulse, Series
 
 Text = Annotated[str | None, Query()]
+#: An RFC 3339 instant (declared as such, so clients and the fuzzer know; parsed by `params.timestamp_ms`).
+Time = Annotated[str | None, Query(json_schema_extra={"format": "date-time"})]
 
 DEFAULT_WINDOW = "24h"
 
@@ -25,14 +28,15 @@ router = APIRouter(tags=["pulse"])
 @router.get("/v1/pulse", summary="Current readings of the CX KPIs", response_model=Pulse)
 def pulse(
     reader: ReaderDep,
+    settings: SettingsDep,
     metric_ids: MetricIdsDep,
     window: str = DEFAULT_WINDOW,
-    at: Text = None,
+    at: Time = None,
     touchpoint: Text = None,
     channel: Text = None,
     segment: Text = None,
 ) -> dict[str, Any]:
-    window, window_ms = window_param(window)
+    window, window_ms = window_param(window, settings.retention_days)
     at_ms = params.timestamp_ms(at)
     return pulse_body(
         reader, metric_ids, window, window_ms, at_ms, params.filters(touchpoint, channel, segment)
@@ -51,34 +55,43 @@ def pulse_body(
     "/v1/pulse/{metric}/breakdown",
     summary="One reading per touchpoint, channel or segment",
     response_model=Breakdown,
+    responses=error_responses(404),
 )
 def breakdown(
     metric: MetricDep,
     reader: ReaderDep,
+    settings: SettingsDep,
     by: str,
     window: str = DEFAULT_WINDOW,
-    at: Text = None,
+    at: Time = None,
     touchpoint: Text = None,
     channel: Text = None,
     segment: Text = None,
 ) -> dict[str, Any]:
     dim = params.dimension(by)
-    window, window_ms = window_param(window)
+    window, window_ms = window_param(window, settings.retention_days)
     at_ms = params.timestamp_ms(at)
     flt = params.filters(touchpoint, channel, segment)
     groups = reader.breakdown(metric.id, dim, window_ms, at_ms, flt)
+    if len(groups) > settings.max_breakdown_groups:
+        raise params.bad_parameter(
+            "by",
+            f"{len(groups)} {dim.value} values in this window; a breakdown answers at most "
+            f"{settings.max_breakdown_groups} (CXPULSE_MAX_BREAKDOWN_GROUPS): filter, or shorten the window",
+        )
     return {"metric": metric.id, "by": dim.value, "window": window, "at": iso_ms(at_ms), "groups": groups}
 
 
 @router.get("/v1/journey", summary="Every KPI per touchpoint, in journey order", response_model=Journey)
 def journey(
     reader: ReaderDep,
+    settings: SettingsDep,
     window: str = DEFAULT_WINDOW,
-    at: Text = None,
+    at: Time = None,
     channel: Text = None,
     segment: Text = None,
 ) -> dict[str, Any]:
-    window, window_ms = window_param(window)
+    window, window_ms = window_param(window, settings.retention_days)
     at_ms = params.timestamp_ms(at)
     flt = params.filters(None, channel, segment)
     touchpoints = reader.journey(window_ms, at_ms, flt)
@@ -86,21 +99,29 @@ def journey(
 
 
 @router.get(
-    "/v1/series/{metric}", summary="Readings of consecutive buckets, oldest first", response_model=Series
+    "/v1/series/{metric}",
+    summary="Readings of consecutive buckets, oldest first",
+    response_model=Series,
+    responses=error_responses(404),
 )
 def series(
     metric: MetricDep,
     reader: ReaderDep,
-    to: Text = None,
+    settings: SettingsDep,
+    to: Time = None,
     step: str = "1h",
     touchpoint: Text = None,
     channel: Text = None,
     segment: Text = None,
-    from_: Annotated[str | None, Query(alias="from")] = None,
+    from_: Annotated[str | None, Query(alias="from", json_schema_extra={"format": "date-time"})] = None,
 ) -> dict[str, Any]:
-    step_ms = params.window_ms(step, "step")
+    step_ms = params.within_retention(params.window_ms(step, "step"), "step", settings.retention_days, step)
     to_ms = params.timestamp_ms(to, "to")
     from_ms = params.timestamp_ms(from_, "from") if from_ else to_ms - 24 * step_ms
+    if to_ms - from_ms > settings.retention_days * DAY_MS:
+        raise params.bad_parameter(
+            "from", f"the range from 'from' to 'to' must be at most the retention, {settings.retention_days}d"
+        )
     flt = params.filters(touchpoint, channel, segment)
     points = reader.series(metric.id, from_ms, to_ms, step_ms, flt)
     for p in points:
@@ -119,7 +140,7 @@ def outcomes(
     survey: str = "nps",
     window: str = "90d",
     horizon: str = "90d",
-    at: Text = None,
+    at: Time = None,
     touchpoint: Text = None,
     channel: Text = None,
     segment: Text = None,
@@ -162,7 +183,7 @@ def metrics() -> list[dict[str, Any]]:
     ]
 
 
-def window_param(text: str) -> tuple[str, int]:
-    """The window as echoed back and in milliseconds; empty means the default."""
+def window_param(text: str, retention_days: int) -> tuple[str, int]:
+    """The window as echoed back and in milliseconds; empty means the default. At most the retention."""
     window = text.strip() or DEFAULT_WINDOW
-    return window, params.window_ms(window)
+    return window, params.within_retention(params.window_ms(window), "window", retention_days, window)

@@ -12,18 +12,20 @@ from fastapi import FastAPI
 from cxpulse.bus.kafka import KafkaBus
 from cxpulse.config import Settings
 from cxpulse.http.app import service_app
+from cxpulse.http.auth import Access, include
 from cxpulse.http.errors import ApiError
 from cxpulse.observability.metrics import ServiceMetrics
 from services.api.metrics_route import metrics_router
 from services.ingest.routes import router as events_router
 
 
-def create_ingest_app(bus: KafkaBus, settings: Settings) -> FastAPI:
-    app = service_app("CX Pulse ingest", "Touchpoint events into Kafka.")
-    app.state.settings, app.state.bus = settings, bus
+def create_ingest_app(bus: KafkaBus, settings: Settings, access: Access | None = None) -> FastAPI:
+    # access: the same keys file as the API (CXPULSE_KEYS_FILE)
+    app = service_app("CX Pulse ingest", "Touchpoint events into Kafka.", settings, access)
+    app.state.bus = bus
     app.state.metrics = metrics = ServiceMetrics((), alerts=False)
-    app.include_router(events_router)
-    app.include_router(metrics_router(metrics.registry))
+    include(app, events_router, "ingest")
+    include(app, metrics_router(metrics.registry), "read")
 
     @app.get("/readyz", tags=["ops"], summary="The Kafka broker answers")
     async def readyz() -> dict[str, str]:

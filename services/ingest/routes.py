@@ -13,7 +13,7 @@ from cxpulse.config import Settings
 from cxpulse.domain.validation import validate_batch
 from cxpulse.http.body import decode_items
 from cxpulse.http.deps import BusDep, MetricsDep, SettingsDep
-from cxpulse.http.errors import ApiError
+from cxpulse.http.errors import ApiError, error_responses
 from cxpulse.observability.metrics import ServiceMetrics
 
 _EXAMPLE = {
@@ -43,12 +43,7 @@ router = APIRouter(tags=["ingest"])
             },
         }
     },
-    responses={
-        400: {"description": "malformed body"},
-        413: {"description": "body or batch too large"},
-        422: {"description": "no event in the body is valid"},
-        503: {"description": "bus unavailable"},
-    },
+    responses=error_responses(400, 413, 422, 503),
 )
 async def post_events(
     request: Request, bus: BusDep, settings: SettingsDep, metrics: MetricsDep

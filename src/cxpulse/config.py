@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Literal
+
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -55,6 +58,52 @@ class Settings(BaseSettings):
         ge=6,
         description="Consumer-group session timeout: how soon a crashed worker's partitions move to another.",
     )
+
+    # --- access (SPEC §8) and limits; README "Security" ---------------------------------------------------
+    keys_file: str | None = Field(
+        None,
+        description="API keys file (hashes only; `cxpulse keys create|list|revoke`), re-read when it "
+        "changes. Default: <data dir>/keys. Distributed: ingest and API must read the same file.",
+    )
+    allow_open: bool = Field(
+        False,
+        description="Allow serving without keys on an address other than 127.0.0.1 (anyone who can reach it "
+        "may ingest and read).",
+    )
+    ingest_rate: float = Field(
+        50.0, ge=0, description="Per key: POST /v1/events requests per second (token bucket; 0 = no limit)."
+    )
+    ingest_burst: int = Field(100, ge=1, description="Per key: ingest requests at once (bucket size).")
+    read_rate: float = Field(
+        20.0, ge=0, description="Per key: read requests per second (token bucket; 0 = no limit)."
+    )
+    read_burst: int = Field(60, ge=1, description="Per key: read requests allowed at once (bucket size).")
+    max_streams_per_key: int = Field(
+        10, ge=1, description="Per key: concurrent GET /v1/stream connections (429 above)."
+    )
+    max_breakdown_groups: int = Field(
+        1000, ge=1, description="Most groups one breakdown answers (400 above: add a filter or shorten it)."
+    )
+    request_timeout_s: float = Field(
+        30.0, gt=0, description="A request that has not started its answer within this long gets a 503."
+    )
+    webhook_allow_private: bool = Field(
+        False,
+        description="Allow webhook / Slack targets on loopback, link-local and private addresses "
+        "(refused by default: SSRF).",
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Log lines as text, or as JSON objects (one a line, with the request id)."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Least severe log line written; debug adds one line per HTTP request."
+    )
+
+    @property
+    def keys_path(self) -> Path:
+        """Where the API keys live: `keys_file`, or `keys` in the data dir."""
+        return Path(self.keys_file) if self.keys_file else Path(self.data_dir) / "keys"
+
     metrics_windows: str = Field(
         "1h,24h",
         description="Windows of the KPI gauges on /metrics (comma-separated; empty = no KPI gauges).",

@@ -43,6 +43,7 @@ FAST = {
     "CXPULSE_ALERT_INTERVAL": "2s",
     "CXPULSE_KAFKA_SESSION_TIMEOUT_S": "6",
     "CXPULSE_BATCH_WITHIN_S": "0.1",
+    "CXPULSE_WEBHOOK_ALLOW_PRIVATE": "true",  # the test's receiver is on 127.0.0.1
 }
 
 

@@ -143,6 +143,7 @@ ENV = {
     "CXPULSE_ALERT_INTERVAL": "60s",  # only the event-triggered evaluation can notify within the test's wait
     "CXPULSE_NOTIFY_RETRY_BASE_S": "0.3",
     "CXPULSE_NOTIFY_TIMEOUT_S": "3",
+    "CXPULSE_WEBHOOK_ALLOW_PRIVATE": "true",  # the test's receiver is on 127.0.0.1
 }
 
 

@@ -33,6 +33,10 @@
   const JOURNEY = ["website", "checkout", "onboarding", "usage", "support", "subscription", "survey"];
   const FILTERS = ["touchpoint", "channel", "segment"];
   const SIDE_REFRESH_MS = 30_000; // journey, alerts and sparklines: at most this often from live events
+  // The API key the page was opened with (`/?key=…`, when the service requires keys): sent on every
+  // request as `Authorization: Bearer`, and as `?key=` where a header cannot go (EventSource).
+  const KEY = new URLSearchParams(location.search).get("key") || "";
+  const withKey = (q) => (KEY ? `${q}${q ? "&" : ""}key=${encodeURIComponent(KEY)}` : q);
 
   const $ = (sel, root = document) => root.querySelector(sel);
   const el = (tag, attrs = {}, ...children) => {
@@ -120,7 +124,9 @@
   }
 
   async function getJson(url) {
-    const res = await fetch(url, { headers: { Accept: "application/json" } });
+    const headers = { Accept: "application/json" };
+    if (KEY) headers.Authorization = `Bearer ${KEY}`;
+    const res = await fetch(url, { headers });
     if (!res.ok) {
       const err = new Error(`${url}: HTTP ${res.status}`);
       err.status = res.status;
@@ -475,7 +481,7 @@
   function openStream() {
     clearTimeout(reopenTimer);
     if (source) source.close();
-    const es = new EventSource(`/v1/stream?${query()}`);
+    const es = new EventSource(`/v1/stream?${withKey(query())}`);
     source = es;
     es.addEventListener("pulse", (e) => {
       renderPulse(JSON.parse(e.data));
@@ -505,7 +511,7 @@
     const q = query();
     if (q === current) return;
     current = q;
-    history.replaceState(null, "", `?${q}`);
+    history.replaceState(null, "", `?${withKey(q)}`);
     lastSide = Date.now(); // the stream's first pulse must not load the side panels a second time
     openStream();
     try {

@@ -51,6 +51,7 @@ from cxpulse.live.feed import ChangeFeed
 from cxpulse.notify.dispatcher import Dispatcher, default_client
 from cxpulse.notify.outbox import AttemptRecord, Delivery, Kind, StoreOutbox
 from cxpulse.notify.schedule import Schedule
+from cxpulse.notify.targets import target_policy
 from cxpulse.reading import Reader
 from cxpulse.store.alerts import AlertRepository
 from cxpulse.store.base import Store
@@ -96,6 +97,8 @@ class AlertService:
         client_factory: Callable[[], httpx.AsyncClient] = default_client,
     ) -> None:
         self.settings = settings
+        #: where notifications may go, applied to rules sent to the API (not to stored ones): SSRF
+        self._targets = target_policy(settings)
         self.feed = feed
         self.clock = clock
         self.repo = AlertRepository(store)
@@ -146,7 +149,7 @@ class AlertService:
     def create(self, data: object) -> dict[str, Any]:
         data = _writable(data)
         rule_id = self._new_id(data)
-        rule = parse_rule(data, metrics=self._directions, rule_id=rule_id)
+        rule = parse_rule(data, metrics=self._directions, rule_id=rule_id, target_policy=self._targets)
         self.repo.put_rule(rule, self.clock())
         self._changed({**self._rules, rule.id: rule})
         return self._view(rule)
@@ -154,7 +157,9 @@ class AlertService:
     def replace(self, rule_id: str, data: object) -> dict[str, Any]:
         previous = self._rule(rule_id)
         data = _writable(data)
-        rule = parse_rule(data, metrics=self._directions, rule_id=rule_id, previous=previous)
+        rule = parse_rule(
+            data, metrics=self._directions, rule_id=rule_id, previous=previous, target_policy=self._targets
+        )
         now = self.clock()
         self.repo.put_rule(rule, now)
         disabled = self.outbox.disabled_targets(rule_id)

@@ -45,7 +45,7 @@ async def route_dead_letters(
             msg.partition,
             msg.offset,
             letter.reason,
-            letter.errors[:3],
+            [e.get("field") for e in letter.errors[:3]],  # fields only: messages may quote the data
         )
         headers = dead_letter_headers(letter, msg.topic, msg.partition, msg.offset)
         sends.append(send(dlq_topic, msg.key, msg.value, headers))

@@ -8,6 +8,8 @@ the facts derived from them are written behind (see `Processor`), and readers se
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import logging
 from collections.abc import Sequence
 
 from cxpulse.bus.base import BusUnavailable
@@ -17,6 +19,8 @@ from cxpulse.pipeline.processor import Processor
 from cxpulse.store.base import StoreError
 
 MAX_GROUP_EVENTS = 20_000
+
+log = logging.getLogger("cxpulse.bus")
 
 _Pending = tuple[Sequence[Event], "asyncio.Future[PublishResult]"]
 
@@ -40,7 +44,8 @@ class InProcessBus:
         loop = asyncio.get_running_loop()
         if self._queue is None or self._loop is not loop or self._writer is None or self._writer.done():
             self._loop, self._queue = loop, asyncio.Queue()
-            self._writer = loop.create_task(self._write_loop(self._queue))
+            # a fresh context: the writer serves every request, not the one that happened to start it
+            self._writer = loop.create_task(self._write_loop(self._queue), context=contextvars.Context())
         return self._queue
 
     async def _write_loop(self, queue: asyncio.Queue[_Pending]) -> None:
@@ -48,7 +53,10 @@ class InProcessBus:
             try:
                 first = await asyncio.wait_for(queue.get(), self.processor.flush_interval_s)
             except TimeoutError:  # idle: write what is pending behind the events
-                await asyncio.to_thread(self.processor.flush)
+                try:
+                    await asyncio.to_thread(self.processor.flush)
+                except StoreError as exc:  # the events are stored; the facts wait for the next try
+                    log.error("writing facts and state behind the events failed (retried later): %s", exc)
                 continue
             group = [first]
             size = len(group[0][0])
@@ -59,8 +67,10 @@ class InProcessBus:
             try:
                 results = await asyncio.to_thread(self.processor.process_many, batches, flush=False)
             except Exception as exc:  # every waiting request must hear about it, and the writer goes on
+                reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+                log.error("the store did not accept %d events from %d requests: %s", size, len(group), reason)
                 failure = (
-                    BusUnavailable(f"the store did not accept the batch: {exc}")
+                    BusUnavailable(f"the store did not accept the batch: {reason}")
                     if isinstance(exc, StoreError)
                     else exc
                 )

@@ -129,7 +129,7 @@ def _describe(error: jsonschema.ValidationError, item: Any) -> list[FieldError]:
         return [FieldError(".".join(p for p in (path, missing) if p), "is required")]
     if v == "additionalProperties" and isinstance(item, dict):
         return [
-            FieldError(name, "is not an event field; put custom data in 'properties'")
+            FieldError(name or '""', "is not an event field; put custom data in 'properties'")  # "" too
             for name in sorted(set(item) - set(known))
         ]
     if "propertyNames" in error.absolute_schema_path:

@@ -10,15 +10,18 @@ API errors here, once:
     RuleError      (domain)  → 422 invalid_rule, one detail per bad field
     UnknownRule    (alerts)  → 404 unknown_rule
     RuleExists     (alerts)  → 409 rule_exists
+    StoreError     (store)   → 503 unavailable + Retry-After (a read the store could not answer)
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cxpulse.alerts.service import RuleExists, UnknownRule
@@ -27,6 +30,9 @@ from cxpulse.domain.alerts.rules import RuleError
 from cxpulse.domain.metrics import UnknownMetric
 from cxpulse.http.body import BodyError
 from cxpulse.reading.base import QueryError
+from cxpulse.store.base import StoreError
+
+log = logging.getLogger("cxpulse.http")
 
 
 class ApiError(Exception):
@@ -42,6 +48,37 @@ class ApiError(Exception):
         self.status, self.code, self.message = status, code, message
         self.details = details or []
         self.headers = headers
+
+
+class ErrorInfo(BaseModel):
+    code: str = Field(description="machine-readable: invalid_parameter, unauthorized, rate_limited …")
+    message: str = Field(description="what went wrong and what to send instead")
+    details: list[Any] = Field(description="per-field problems, `{field, message}` (may be empty)")
+
+
+class ErrorBody(BaseModel):
+    """Every error answer (SPEC §3)."""
+
+    error: ErrorInfo
+
+
+#: What each error status means, as documented on the operations that can answer it.
+ERROR_STATUSES: dict[int, str] = {
+    400: "invalid parameter or malformed body (the message names the field)",
+    401: "no API key, or not a valid one (`WWW-Authenticate: Bearer`)",
+    403: "the API key lacks the scope this operation needs",
+    404: "unknown metric or rule",
+    409: "a rule with this id exists",
+    413: "body or batch too large",
+    422: "nothing valid to accept: no valid event in the body, or an invalid rule (each problem in details)",
+    429: "this key's rate limit or stream cap; retry after `Retry-After` seconds",
+    503: "the store or broker cannot take it, or the request timed out; retry after `Retry-After`",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for these error statuses, each with the error body's schema."""
+    return {s: {"model": ErrorBody, "description": ERROR_STATUSES[s]} for s in statuses}
 
 
 def error_body(code: str, message: str, details: list[Any] | None = None) -> dict[str, Any]:
@@ -74,7 +111,21 @@ def translate(exc: Exception) -> ApiError:
         return ApiError(404, "unknown_rule", str(exc))
     if isinstance(exc, RuleExists):
         return ApiError(409, "rule_exists", str(exc))
+    if isinstance(exc, StoreError):
+        log.error("the store failed: %s", _first_line(exc))
+        return ApiError(
+            503,
+            "unavailable",
+            f"the store cannot answer now, retry later: {_first_line(exc)}",
+            headers={"Retry-After": "5"},
+        )
     raise TypeError(f"no API error for {exc!r}")
+
+
+def _first_line(exc: Exception) -> str:
+    """An engine message's first line, capped (the rest can quote SQL, and so data)."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 TRANSLATED: tuple[type[Exception], ...] = (
@@ -85,6 +136,7 @@ TRANSLATED: tuple[type[Exception], ...] = (
     RuleError,
     UnknownRule,
     RuleExists,
+    StoreError,
 )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections import deque
@@ -139,7 +140,10 @@ class PulseHub:
         if state.frame is not None:
             sub.offer(state.frame, self.queue_size)
         if state.task is None:
-            state.task = asyncio.create_task(self._run(view, state), name=f"pulse-view {view}")
+            # a fresh context: the view outlives the request that opened it (and its log request id)
+            state.task = asyncio.create_task(
+                self._run(view, state), name=f"pulse-view {view}", context=contextvars.Context()
+            )
         try:
             yield ServerSentEvent(retry=RETRY_MS, sep=SEP).encode()
             while (frame := await sub.queue.get()) is not None:

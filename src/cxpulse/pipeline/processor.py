@@ -22,6 +22,7 @@ outbox ignores a known id).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -56,6 +57,8 @@ BULK_REPLAY_EVENTS = 100_000
 BULK_PART_EVENTS = 1_500_000
 #: Saved states beyond this many are dropped from memory after a flush (loaded again when needed).
 MAX_CACHED_STATES = 100_000
+
+log = logging.getLogger("cxpulse.processor")
 
 
 class Processor:
@@ -99,6 +102,9 @@ class Processor:
         self._pending_states: set[str] = set()
         self._last_flush = time.monotonic()
         self._lock = threading.Lock()
+        #: The in-memory state folded events whose insert failed, or a flush failed midway: rebuild it from
+        #: the store (as a recovery does) before anything uses or saves it.
+        self._stale = False
 
     def recover(self, *, part_size: int = REPLAY_PART_SIZE, bulk_threshold: int = BULK_REPLAY_EVENTS) -> int:
         """Replay batches written after the last checkpoint; returns the stateful events replayed.
@@ -108,32 +114,39 @@ class Processor:
         events, the customers concerned are derived in SQL from all their events instead.
         """
         with self._lock:
-            self.states = {}
-            checkpoint = self._flushed_seq = self.repo.checkpoint()
-            self._seq = self.repo.last_batch_seq()
-            self.rollups.catch_up(self._seq, small=False)  # e.g. a bulk import: the events, rolled up
-            rules = self._rules()
-            total = self.repo.count_stateful_after(checkpoint)
-            bulk = total > bulk_threshold
-            if bulk:  # facts and states of the stateful events derived in SQL; answers replayed below
-                BulkState(self.repo.store).derive(checkpoint, parts=max(1, -(-total // BULK_PART_EVENTS)))
-            replays = self.repo.count_stateful_after(checkpoint, answers=bool(rules), stateful=not bulk)
-            parts = max(1, -(-replays // part_size))
-            for part in range(parts):
-                events = self.repo.stateful_events_after(
-                    checkpoint, part, parts, answers=bool(rules), stateful=not bulk
-                )
-                self._load([e.customer_id for e, _ in events])
-                replayed = Step()  # already stored: only their effect on the keyed state is redone
-                for event, received_ms in events:
-                    fold(event, self.states, replayed)
-                    if event.type == EventType.SURVEY_ANSWER:
-                        close_loop(event, received_ms, self.states, rules, replayed, again=True)
-                self._notify(replayed.notifications, now_ms=int(time.time() * 1000))
-                self._reconcile(sorted({e.customer_id for e, _ in events}))
-                self._keep(replayed)
-                self._flush(checkpoint=checkpoint if part < parts - 1 else self._seq)
-            return total
+            return self._recover(part_size, bulk_threshold)
+
+    def _recover(self, part_size: int = REPLAY_PART_SIZE, bulk_threshold: int = BULK_REPLAY_EVENTS) -> int:
+        """`recover` with the lock held; whatever was pending is derived again from the store."""
+        self.states = {}
+        self._pending_facts.clear()
+        self._pending_states.clear()
+        checkpoint = self._flushed_seq = self.repo.checkpoint()
+        self._seq = self.repo.last_batch_seq()
+        self.rollups.catch_up(self._seq, small=False)  # e.g. a bulk import: the events, rolled up
+        rules = self._rules()
+        total = self.repo.count_stateful_after(checkpoint)
+        bulk = total > bulk_threshold
+        if bulk:  # facts and states of the stateful events derived in SQL; answers replayed below
+            BulkState(self.repo.store).derive(checkpoint, parts=max(1, -(-total // BULK_PART_EVENTS)))
+        replays = self.repo.count_stateful_after(checkpoint, answers=bool(rules), stateful=not bulk)
+        parts = max(1, -(-replays // part_size))
+        for part in range(parts):
+            events = self.repo.stateful_events_after(
+                checkpoint, part, parts, answers=bool(rules), stateful=not bulk
+            )
+            self._load([e.customer_id for e, _ in events])
+            replayed = Step()  # already stored: only their effect on the keyed state is redone
+            for event, received_ms in events:
+                fold(event, self.states, replayed)
+                if event.type == EventType.SURVEY_ANSWER:
+                    close_loop(event, received_ms, self.states, rules, replayed, again=True)
+            self._notify(replayed.notifications, now_ms=int(time.time() * 1000))
+            self._reconcile(sorted({e.customer_id for e, _ in events}))
+            self._keep(replayed)
+            self._flush(checkpoint=checkpoint if part < parts - 1 else self._seq)
+        self._stale = False
+        return total
 
     def _load(self, customer_ids: Sequence[str]) -> None:
         """Bring the saved states of these customers into memory (the others are new or already here)."""
@@ -200,6 +213,7 @@ class Processor:
         `flush=False` (more work is queued) lets facts and state wait for a later batch.
         """
         with self._lock:
+            self._fresh()
             now_ms = int(time.time() * 1000)
             times = received_ms or [[now_ms] * len(batch) for batch in batches]
             deliveries = [
@@ -214,17 +228,27 @@ class Processor:
                 deliveries, dict.fromkeys(existing), self.states, batch_seq=self._seq + 1, responses=rules
             )
             if done.rows:
+                try:
+                    self.repo.insert_events(done.rows)
+                    self._notify(done.notifications, now_ms)  # before the 202, like the events
+                except BaseException:
+                    # not acknowledged — but `step` already folded these events (and their close-the-loop
+                    # cooldowns) into the keyed state: rebuild it from the store before anything else uses
+                    # or saves it (a replay re-adds stored answers' notifications, idempotently)
+                    self._stale = True
+                    raise
                 self._seq += 1
-                self.repo.insert_events(done.rows)
                 self.rollups.stored(self._seq)
-                self._notify(done.notifications, now_ms)  # before the 202, like the events
                 self._keep(done)
             if (
                 flush
                 or len(self._pending_facts) >= self.flush_max_facts
                 or time.monotonic() - self._last_flush >= self.flush_interval_s
             ):
-                self._flush()
+                try:
+                    self._flush()
+                except Exception as exc:  # the events are stored (acknowledged): facts wait for a later flush
+                    log.error("writing facts and state behind the events failed (retried later): %s", exc)
             results = [done.result_of(batch) for batch in batches]
         if done.rows and self.on_types is not None:
             self.on_types({row["type"] for row in done.rows})
@@ -246,7 +270,16 @@ class Processor:
     def flush(self) -> None:
         """Write pending facts and state now (at shutdown, and before reads)."""
         with self._lock:
+            self._fresh()
             self._flush()
+
+    def _fresh(self) -> None:
+        """After a failed insert or flush: drop the in-memory state and replay what the store holds past
+        the last checkpoint (what was acknowledged) — which also reconciles the signed fact rows a flush
+        may have half written."""
+        if self._stale:
+            log.warning("rebuilding keyed state from the store after a failed write")
+            self._recover()
 
     def roll_up(self) -> None:
         """Catch the rollups up with every stored batch now (at shutdown; readings never need it)."""
@@ -260,7 +293,15 @@ class Processor:
         self._pending_states |= done.changed
 
     def _flush(self, checkpoint: int | None = None) -> None:
-        """Write pending facts and state, and the checkpoint (by default: every batch so far)."""
+        """Write pending facts and state, and the checkpoint (by default: every batch so far). A failure
+        midway may leave signed rows the state does not know it wrote: it is rebuilt before its next use."""
+        try:
+            self._write_behind(checkpoint)
+        except BaseException:
+            self._stale = True
+            raise
+
+    def _write_behind(self, checkpoint: int | None) -> None:
         checkpoint = self._seq if checkpoint is None else checkpoint
         self._last_flush = time.monotonic()
         if checkpoint == self._flushed_seq and not self._pending_facts and not self._pending_states:

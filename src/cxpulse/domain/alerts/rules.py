@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
@@ -136,6 +137,16 @@ class ResponseRule:
 Rule = MetricRule | ResponseRule
 
 
+@dataclass(frozen=True, slots=True)
+class TargetPolicy:
+    """Where notifications may be sent (SSRF). `resolve` gives a host's addresses (the network side passes
+    a DNS lookup in, so the domain stays pure); `allow_private` lifts the address check — for local
+    receivers (`CXPULSE_WEBHOOK_ALLOW_PRIVATE=true`)."""
+
+    resolve: Callable[[str], Sequence[str]]
+    allow_private: bool = False
+
+
 class RuleError(ValueError):
     """An invalid rule; `errors` lists every bad field as `{"field": dotted.path, "message": …}`."""
 
@@ -144,9 +155,11 @@ class RuleError(ValueError):
         self.errors = errors
 
 
-def check_target_url(url: str) -> str | None:
-    """Why `url` cannot be a notification target, or None. The one place a network policy (SSRF:
-    private addresses, allow-lists) belongs."""
+def check_target_url(url: str, policy: TargetPolicy | None = None) -> str | None:
+    """Why `url` cannot be a notification target, or None. The one place the network policy lives: http(s)
+    only, and with a `policy` (what the API applies to rules it is sent) no loopback, link-local, private
+    or otherwise non-public address — the host's every address is checked, a host that does not resolve
+    is refused. Without a policy (a rule read back from the store) only the syntax is checked."""
     if len(url) > MAX_URL:
         return f"must be at most {MAX_URL} characters"
     if any(c.isspace() for c in url):
@@ -160,6 +173,31 @@ def check_target_url(url: str) -> str | None:
         return "must be an http or https URL"
     if not parts.hostname:
         return "must name a host"
+    if policy is not None and not policy.allow_private:
+        return _address_problem(parts.hostname, policy.resolve)
+    return None
+
+
+def _address_problem(host: str, resolve: Callable[[str], Sequence[str]]) -> str | None:
+    try:
+        addresses = [ipaddress.ip_address(host)]
+    except ValueError:
+        try:
+            addresses = [ipaddress.ip_address(a) for a in resolve(host)]
+        except (OSError, ValueError, UnicodeError):
+            addresses = []
+        if not addresses:
+            return f"host {host!r} does not resolve"
+    for address in addresses:
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        if address.is_global and not address.is_multicast:
+            continue
+        kinds = ("loopback", "link_local", "unspecified", "private")
+        kind = next((k for k in kinds if getattr(address, f"is_{k}")), "non-public").replace("_", "-")
+        where = str(address) if host == str(address) else f"{host} is {address}"
+        allow = "set CXPULSE_WEBHOOK_ALLOW_PRIVATE=true to allow it"
+        return f"must not point at a {kind} address ({where}); {allow}"
     return None
 
 
@@ -280,11 +318,13 @@ def parse_rule(
     metrics: Mapping[str, Direction],
     rule_id: str,
     previous: Rule | None = None,
+    target_policy: TargetPolicy | None = None,
 ) -> Rule:
     """Validate a rule as sent to `POST/PUT /v1/alert-rules` (or as stored) and apply SPEC §4 defaults.
 
     `metrics` maps each metric id to its direction. `previous` is the rule being replaced: a target whose
-    secret is sent back masked (as GET shows it) keeps its stored secret. Raises RuleError.
+    secret is sent back masked (as GET shows it) keeps its stored secret. `target_policy` says where
+    notifications may go (the API passes `notify.targets.target_policy(settings)`). Raises RuleError.
     """
     errors = _Errors()
     if not isinstance(data, Mapping):
@@ -300,7 +340,7 @@ def parse_rule(
     if name is not None and len(name) > MAX_NAME:
         errors.add("name", f"must be at most {MAX_NAME} characters")
     filters = _filters(data.get("filters", {}), errors)
-    notify = _targets(data.get("notify", []), errors, secrets, slack_urls)
+    notify = _targets(data.get("notify", []), errors, secrets, slack_urls, target_policy)
     enabled = errors.boolean(data, "enabled", "enabled", True)
     if kind == "response":
         errors.unknown(data, _RESPONSE_FIELDS)
@@ -445,6 +485,7 @@ def _targets(
     errors: _Errors,
     secrets: Mapping[tuple[str, str], str],
     slack_urls: Mapping[str, str],
+    policy: TargetPolicy | None = None,
 ) -> tuple[Target, ...]:
     if not isinstance(data, list):
         errors.add("notify", "must be a list of targets")
@@ -472,7 +513,7 @@ def _targets(
                     "this rule's own targets",
                 )
                 url = None
-        problem = None if url is None else check_target_url(url)
+        problem = None if url is None else check_target_url(url, policy)
         if problem:
             errors.add(f"{path}.url", problem)
         secret = item.get("secret")

@@ -1,0 +1,78 @@
+"""Serving an app over real HTTP in a test: uvicorn in a thread on a free 127.0.0.1 port, and the `cxpulse`
+command line as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import SimpleNamespace
+
+import uvicorn
+from fastapi import FastAPI
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextmanager
+def served(app: FastAPI) -> Iterator[str]:
+    """`app` on http://127.0.0.1:<free port> until the block ends."""
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=2
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment for a `python -m services.cli` subprocess: this checkout on PYTHONPATH."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CXPULSE_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
+    return {**env, **extra}
+
+
+def cxpulse(args: Sequence[str], timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run `cxpulse ARGS` to completion; stdout and stderr captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", *args],
+        env=cli_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+
+
+def placeholder_app() -> FastAPI:
+    """The full app (ingest, reads, stream, dashboard, /metrics, alerts) built over placeholders: for its
+    routes and OpenAPI document, which do not depend on the store. Never serve it."""
+    from cxpulse.config import Settings
+    from services.api.app import create_app
+
+    alerts = SimpleNamespace(evaluator=SimpleNamespace(listeners=[]), alert_counts=dict, on_attempt=[])
+    settings = Settings(keys_file="/nonexistent/keys", metrics_windows="")
+    return create_app(object(), settings, bus=object(), alerts=alerts)  # type: ignore[arg-type]
