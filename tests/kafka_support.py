@@ -60,6 +60,34 @@ def free_port() -> int:
         return port
 
 
+class OwnBroker:
+    """A broker of the test's own (`scripts/kafka.sh` on free ports, data under the test's directory), for
+    tests that stop and restart it: the shared broker on 9092 is never touched."""
+
+    def __init__(self, data_dir: Path) -> None:
+        require_broker()  # the harness has Java and the cached jars
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            "KAFKA_PORT": str(self.port),
+            "KAFKA_CONTROLLER_PORT": str(free_port()),
+            "KAFKA_DATA_DIR": str(data_dir),
+        }
+        self.bootstrap = f"127.0.0.1:{self.port}"
+
+    def _run(self, cmd: str) -> None:
+        proc = subprocess.run(
+            ["bash", str(KAFKA_SH), cmd], env=self.env, timeout=120, capture_output=True, text=True
+        )
+        assert proc.returncode == 0, f"kafka.sh {cmd} on {self.bootstrap}: {proc.stdout}{proc.stderr}"
+
+    def up(self) -> None:
+        self._run("up")
+
+    def down(self) -> None:
+        self._run("down")
+
+
 def wait_until(check: Callable[[], T], timeout_s: float, what: str, every_s: float = 0.25) -> T:
     """Poll `check` until it returns something truthy; fail with `what` (and the last value) otherwise."""
     deadline = time.monotonic() + timeout_s
