@@ -70,6 +70,8 @@ async def serve(
         stop.set()
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=10)
+            if pending:  # e.g. notifications still being sent: they stay in the outbox for the next start
+                log.warning("%d background loop(s) still busy after 10 s; stopping them", len(pending))
             for task in pending:
                 task.cancel()
         for hook in shutdown:

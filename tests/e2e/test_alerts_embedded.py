@@ -7,6 +7,7 @@
 - a response rule: a detractor's answer notifies once; posting the same event again does not;
 - `kill -9` while a notification is pending (its receiver answered 500), restart: the receiver, deduping
   by webhook-id, gets it exactly once, and the firing rule is not notified again;
+- SIGTERM right after a burst of notifications: they are all delivered before the exit (0), each once;
 - a receiver that answers 500 three times then 200 gets it (same webhook-id every time), and a hanging
   receiver does not delay another target of the same notification.
 """
@@ -412,6 +413,46 @@ def test_kill_9_with_a_pending_notification_delivers_it_exactly_once_after_resta
         assert alert["rule"]["name"] == "Checkout NPS"
         history = svc.get("/v1/alerts/transitions")["transitions"]
         assert [t["to"] for t in history if t["to"] == "firing"] == ["firing"]
+    finally:
+        svc.stop()
+        receiver.close()
+
+
+def test_sigterm_drains_pending_notifications_exits_0_and_loses_nothing(tmp_path: Path) -> None:
+    """More notifications than the dispatcher starts in one poll (100), each answered after half a second,
+    and SIGTERM right after their 202: the process delivers all of them before it exits (0), each once; a
+    restart finds nothing left to send."""
+    receiver = Receiver()
+    receiver.scripts["/drain"] = [Reply(200, delay_s=0.5)]
+    svc = Service(tmp_path / "data", tmp_path, dict(ENV))
+    count = 150
+    try:
+        svc.start()
+        rule = {
+            "type": "response",
+            "name": "Detractors at checkout",
+            "survey": "nps",
+            "filters": {"touchpoint": "drain"},
+            "cooldown": "0s",
+            "notify": [{"url": receiver.url("/drain"), "secret": SECRET}],
+        }
+        assert svc.rules("add", tmp=tmp_path, rule=rule).startswith("created")
+        # one batch: one wake of the dispatcher, whose poll starts 100 of them
+        assert svc.post_events(answers("drain", [2] * count, "drain"))["accepted"] == count
+        assert svc.proc is not None
+        svc.proc.send_signal(signal.SIGTERM)
+        assert svc.proc.wait(timeout=60) == 0, svc.log_text()[-3000:]
+        svc.proc = None
+        # delivered before the exit, each once (a receiver deduping by webhook-id acted on every one)
+        assert len(receiver.processed("/drain")) == count
+        assert len(receiver.at("/drain")) == count
+
+        svc.start()
+        notes = svc.get("/v1/alerts/notifications", kind="response", limit=1000)["notifications"]
+        assert len(notes) == count
+        assert {t["status"] for n in notes for t in n["targets"]} == {"delivered"}
+        time.sleep(3.0)  # a restarted dispatcher finds nothing due: nothing is sent twice
+        assert len(receiver.at("/drain")) == count
     finally:
         svc.stop()
         receiver.close()

@@ -304,6 +304,39 @@ def test_a_hanging_target_does_not_delay_the_others(store: ChdbStore, receiver: 
     assert hang_attempt.outcome == "retry" and "timeout" in hang_attempt.error.lower()
 
 
+def test_a_full_poll_of_hanging_rows_does_not_hide_the_rows_behind_it(
+    store: ChdbStore, receiver: Receiver
+) -> None:
+    """The hanging rows are still pending (due) while in flight: a poll of `batch` rows must look past
+    them, or a burst to one slow target holds up every notification after it."""
+    receiver.scripts["/hang"] = [Reply(200, delay_s=30)]
+    outbox = StoreOutbox(store)
+    hang, fast = Target("webhook", receiver.url("/hang")), Target("webhook", receiver.url("/fast"))
+    dispatcher = Dispatcher(outbox, schedule=FAST, attempt_timeout_s=5, poll_interval_s=0.05, batch=2)
+
+    async def go() -> float:
+        stop = asyncio.Event()
+        task = asyncio.create_task(dispatcher.run(stop))
+        added = now_ms()
+        await asyncio.to_thread(outbox.add, notification(hang, nid="msg_h1"), added)
+        await asyncio.to_thread(outbox.add, notification(hang, nid="msg_h2"), added)
+        dispatcher.wake()
+        while len(receiver.at("/hang")) < 2:
+            await asyncio.sleep(0.01)
+        t0 = time.monotonic()
+        await asyncio.to_thread(outbox.add, notification(fast, nid="msg_f"), now_ms())
+        dispatcher.wake()
+        while not receiver.at("/fast"):
+            await asyncio.sleep(0.01)
+        waited = time.monotonic() - t0
+        stop.set()
+        receiver.release.set()
+        await task
+        return waited
+
+    assert asyncio.run(go()) < 2.0  # not after the hanging attempts' 5 s timeout
+
+
 def test_410_disables_the_target_and_spares_it_afterwards(store: ChdbStore, receiver: Receiver) -> None:
     receiver.scripts["/gone"] = [Reply(410, b"no such hook")]
     outbox = StoreOutbox(store)

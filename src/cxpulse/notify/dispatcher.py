@@ -71,7 +71,7 @@ class Dispatcher:
         return list(await asyncio.gather(*tasks)) if tasks else []
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Poll until `stop` is set; attempts still running then get their deadline to finish."""
+        """Poll until `stop` is set, then drain (see `drain`)."""
         try:
             while not stop.is_set():
                 try:
@@ -83,10 +83,21 @@ class Dispatcher:
                 await asyncio.wait(waits, timeout=self._poll_s, return_when=asyncio.FIRST_COMPLETED)
                 for waiter in waits:
                     waiter.cancel()
-            if self._in_flight:
-                await asyncio.wait(list(self._in_flight.values()))
+            await self.drain()
         finally:
             await self.aclose()
+
+    async def drain(self) -> None:
+        """At shutdown: wait for the attempts in flight and start what is due, until nothing is due.
+
+        A poll starts at most `batch` rows, so a burst (the last batches acknowledged before SIGTERM) may
+        still be waiting; it is delivered now rather than after a restart. Rows waiting for a retry stay in
+        the outbox (the truth) for the next start; the caller bounds how long this may take."""
+        while True:
+            await self._start_due()
+            if not self._in_flight:
+                return
+            await asyncio.wait(list(self._in_flight.values()))
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -94,7 +105,9 @@ class Dispatcher:
             self._client = None
 
     async def _start_due(self) -> list[asyncio.Task[AttemptRecord]]:
-        due = await asyncio.to_thread(self._outbox.due, self._clock(), self._batch)
+        # rows in flight are still pending (so due): ask for that many more, or a burst of them would
+        # hide everything behind it until they end
+        due = await asyncio.to_thread(self._outbox.due, self._clock(), self._batch + len(self._in_flight))
         started = []
         for delivery in due:
             key = (delivery.id, delivery.target_index)
