@@ -140,7 +140,14 @@ def cmd_aggregator(args: argparse.Namespace) -> int:
     if not settings.kafka_bootstrap:
         print("cxpulse aggregator: set --kafka HOST:PORT or CXPULSE_KAFKA_BOOTSTRAP", file=sys.stderr)
         return 2
-    return run_worker(settings)
+    from cxpulse.http.auth import OpenBindRefused
+    from cxpulse.http.keys import KeyFileError
+
+    try:
+        return run_worker(settings)
+    except (OpenBindRefused, KeyFileError) as exc:  # its /metrics port would be open on a public address
+        print(f"cxpulse aggregator: {exc}", file=sys.stderr)
+        return 2
 
 
 def cmd_api(args: argparse.Namespace) -> int:
@@ -356,6 +363,11 @@ def build_parser() -> argparse.ArgumentParser:
         dest="metrics_port",
         type=int,
         help="serve Prometheus /metrics (DLQ, store inserts, lag) on this port (env CXPULSE_METRICS_PORT)",
+    )
+    aggregator.add_argument(
+        "--metrics-host",
+        dest="metrics_host",
+        help="address of the metrics port (default 127.0.0.1, env CXPULSE_METRICS_HOST)",
     )
     aggregator.set_defaults(func=cmd_aggregator)
 

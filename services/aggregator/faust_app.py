@@ -46,7 +46,6 @@ from typing import Any
 import faust
 import orjson
 from faust.types import EventT
-from prometheus_client import start_http_server
 
 from cxpulse.bus.alerts_topic import alert_message
 from cxpulse.bus.codec import DeadLetter, decode_event
@@ -60,6 +59,7 @@ from cxpulse.pipeline.batch import Delivery, step
 from cxpulse.pipeline.output import DISTRIBUTED_BATCH_SEQ, Output, StoreWriter
 from cxpulse.store.instrumented import InstrumentedStore
 from services.aggregator.gaps import GapGuard
+from services.aggregator.metrics_server import serve_metrics
 from services.aggregator.retrying import retrying
 
 log = logging.getLogger("cxpulse.aggregator")
@@ -308,15 +308,16 @@ async def source_partitions(settings: Settings) -> int:
 
 def run_worker(settings: Settings, loglevel: str = "INFO") -> int:
     """Run one worker until SIGTERM / SIGINT (several share the partitions through the app id); with
-    `CXPULSE_METRICS_PORT` it serves its Prometheus counters there."""
+    `CXPULSE_METRICS_PORT` it serves its Prometheus counters there (see `metrics_server`)."""
     from faust.worker import Worker
 
-    partitions = asyncio.run(source_partitions(settings))
     metrics = ServiceMetrics((), alerts=False)
     if settings.metrics_port is not None:
-        # The worker has no HTTP API: its counters (DLQ, store inserts, lag) get their own small port.
-        start_http_server(settings.metrics_port, addr=settings.host, registry=metrics.registry)
-        log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
+        # The worker has no HTTP API: its counters (DLQ, store inserts, lag) get their own small port,
+        # on loopback unless CXPULSE_METRICS_HOST says otherwise, behind a read key once keys exist.
+        _, access = serve_metrics(settings, metrics.registry)
+        log.info("metrics on http://%s:%d/metrics (%s)", settings.metrics_host, settings.metrics_port, access)
+    partitions = asyncio.run(source_partitions(settings))
     app = build_app(settings, partitions, metrics)
     log.info(
         "worker %s: %s (%d partitions) → %s",

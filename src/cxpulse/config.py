@@ -99,6 +99,12 @@ class Settings(BaseSettings):
         "info", description="Least severe log line written; debug adds one line per HTTP request."
     )
 
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level(cls, value: object) -> object:
+        """`INFO` as well as `info` (the usual spelling of log levels in environments)."""
+        return value.lower() if isinstance(value, str) else value
+
     @property
     def keys_path(self) -> Path:
         """Where the API keys live: `keys_file`, or `keys` in the data dir."""
@@ -113,6 +119,11 @@ class Settings(BaseSettings):
         ge=1,
         le=65535,
         description="`cxpulse aggregator` (no HTTP API): serve /metrics on this port; unset = off.",
+    )
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="`cxpulse aggregator`: address its /metrics port binds to (not CXPULSE_HOST); it takes "
+        "a read key once keys exist, and without keys binds only loopback unless CXPULSE_ALLOW_OPEN=true.",
     )
 
     @field_validator("metrics_windows")

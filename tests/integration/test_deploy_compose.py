@@ -177,3 +177,52 @@ def test_grafana_provisioning_points_the_dashboard_at_the_compose_prometheus() -
     uids = {p["datasource"]["uid"] for p in _panels(dashboard) if "datasource" in p}
     uids |= {t["datasource"]["uid"] for p in _panels(dashboard) for t in p.get("targets", [])}
     assert uids == {source["uid"]}
+
+
+CXPULSE_SERVICES = ("ingest", "api", "aggregator")
+
+
+@needs_compose
+def test_ingest_api_and_aggregators_share_one_keys_volume() -> None:
+    """SPEC §8 distributed: ingest and the API (and the workers' metrics port) read the same keys file."""
+    proc = _config()
+    assert proc.returncode == 0, proc.stderr
+    rendered = yaml.safe_load(proc.stdout)
+    services = rendered["services"]
+    for name in CXPULSE_SERVICES:
+        keys_file = Path(services[name]["environment"]["CXPULSE_KEYS_FILE"])
+        mounts = {v.split(":")[1]: v.split(":")[0] for v in services[name]["volumes"]}
+        assert mounts.get(str(keys_file.parent)) == "cxpulse-keys", (name, mounts)
+    assert "cxpulse-keys" in rendered["volumes"]
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    assert "chown -R cxpulse /var/lib/cxpulse" in dockerfile  # a new volume is writable by the service user
+
+
+@needs_compose
+def test_the_services_settings_parse_and_their_public_bind_needs_a_key_or_allow_open(tmp_path: Path) -> None:
+    """The rendered environment of each CX Pulse service is valid `Settings` (every variable a known field),
+    and its 0.0.0.0 bind starts only with a key in the keys file or CXPULSE_ALLOW_OPEN=true."""
+    from cxpulse.config import Settings
+    from cxpulse.http.auth import Access, OpenBindRefused, check_bind
+    from cxpulse.http.keys import KeyFile
+
+    proc = _config()
+    assert proc.returncode == 0, proc.stderr
+    services = yaml.safe_load(proc.stdout)["services"]
+    keys_file = tmp_path / "keys"
+    for name in CXPULSE_SERVICES:
+        env = {k.removeprefix("CXPULSE_").lower(): v for k, v in services[name]["environment"].items()}
+        assert env.keys() <= Settings.model_fields.keys(), sorted(env.keys() - Settings.model_fields.keys())
+        settings = Settings(**{**env, "keys_file": str(keys_file)})
+        host = settings.metrics_host if name == "aggregator" else settings.host
+        assert host == "0.0.0.0" and settings.allow_open is False
+        with pytest.raises(OpenBindRefused):
+            check_bind(host, Access(settings), settings.allow_open)
+        opened = settings.model_copy(update={"allow_open": True})
+        assert check_bind(host, Access(opened), opened.allow_open).startswith("OPEN on 0.0.0.0")
+    KeyFile(keys_file).create("admin", frozenset({"ingest", "read", "admin"}))
+    for name in CXPULSE_SERVICES:
+        env = {k.removeprefix("CXPULSE_").lower(): v for k, v in services[name]["environment"].items()}
+        settings = Settings(**{**env, "keys_file": str(keys_file)})
+        host = settings.metrics_host if name == "aggregator" else settings.host
+        assert check_bind(host, Access(settings), settings.allow_open).startswith("API keys required")
