@@ -139,3 +139,26 @@ def test_facts_that_cannot_be_written_are_written_later(
     store.failing = set()
     fcr = _reading(client, "fcr")
     assert fcr["n"] == 1 and fcr["value"] == 100
+
+
+def test_a_flush_that_fails_halfway_counts_nothing_twice(
+    faulty: tuple[FailingStore, TestClient, Settings],
+) -> None:
+    """Regression (rollups): a flush writes the signed case rows, then the subscriber rows; when the second
+    insert fails the state does not know the first was written, and the next flush wrote the case again
+    (FCR counted twice). The processor now rebuilds its state from the store first, reconciling the rows."""
+    store, client, _ = faulty
+    t = int(time.time() * 1000) - 2 * HOUR
+    batch = [
+        event("c1", "support_contact", t, "cust-1", case_id="K-1"),
+        event("r1", "support_resolved", t + 60_000, "cust-1", case_id="K-1"),
+        event("s1", "subscription_start", t, "cust-2"),
+    ]
+    store.failing = {"subscriber_facts"}
+    client.app.state.bus.processor.flush_interval_s = 0.001  # type: ignore[attr-defined]  # flush with it
+    response = client.post("/v1/events", json=batch)
+    assert response.status_code == 202 and response.json()["accepted"] == 3
+    store.failing = set()
+    assert client.post("/v1/events", json=[_nps("later")]).status_code == 202  # a flush after the failure
+    fcr = _reading(client, "fcr")
+    assert fcr["n"] == 1 and fcr["value"] == 100
