@@ -6,6 +6,10 @@ client keeps sending while the broker is down and does what the API asks of it: 
 `Retry-After`. Afterwards every acknowledged event is stored exactly once (a publish that timed out but
 reached the log comes again under the same id: a duplicate, dropped) and the readings equal the embedded
 mode's for the same bodies.
+
+Regression: once, ingest answered 503 `OutOfOrderSequenceNumber` for minutes after the restart — batches
+that expired unsent during the outage had broken the idempotent producer's sequence, which stops aiokafka's
+sender for good; the bus now replaces a producer that failed a publish (`cxpulse.bus.kafka`).
 """
 
 from __future__ import annotations

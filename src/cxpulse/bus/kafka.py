@@ -6,6 +6,12 @@ and producer retries cannot duplicate them within a session. `publish` waits for
 with Retry-After). A 503 never means "lost": some events of that request may still land later, and the
 client's retry is deduplicated by the workers (same event_id counts once).
 
+A producer that failed a publish is replaced by a new one (a new producer id) at the next publish. After
+an outage its idempotence sequence may be broken for good: batches that expired unsent leave a gap the
+broker answers with OutOfOrderSequenceNumber, which stops aiokafka's sender for the producer's lifetime
+(ingest answered 503 until restarted). The old producer is stopped in the background; whatever it still
+delivers is a repeat the workers drop.
+
 `PublishResult.duplicates` counts only repeats *within the request*: ingest does not know what the topic
 already holds; deduplication against earlier requests is the workers' job (their `seen` table).
 """
@@ -55,6 +61,7 @@ class KafkaBus:
         self.topic = settings.topic
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
+        self._retiring: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Connect now (optional: `publish` connects lazily, so ingest can start before the broker)."""
@@ -93,12 +100,30 @@ class KafkaBus:
                 ]
                 await asyncio.gather(*acks)
         except TimeoutError:
+            self._retire(producer)
             raise BusUnavailable(
                 f"Kafka did not acknowledge within {self.settings.publish_timeout_s:g} s", RETRY_AFTER_S
             ) from None
         except KafkaError as exc:
+            self._retire(producer)
             raise BusUnavailable(f"Kafka refused the batch: {exc!r}", RETRY_AFTER_S) from exc
         return PublishResult(accepted=len(unique), duplicates=len(events) - len(unique))
+
+    def _retire(self, producer: AIOKafkaProducer) -> None:
+        """Let the next publish start a new producer; stop this one in the background (bounded)."""
+        if self._producer is not producer:
+            return  # another request retired it already
+        self._producer = None
+        log.warning("Kafka producer replaced after a failed publish")
+
+        async def stop(old: AIOKafkaProducer) -> None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self.settings.publish_timeout_s):
+                    await old.stop()
+
+        task = asyncio.create_task(stop(producer))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     async def ready(self, timeout_s: float = 3.0) -> bool:
         """Whether the broker answers a metadata request now."""
@@ -113,6 +138,8 @@ class KafkaBus:
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
+        if self._retiring:
+            await asyncio.gather(*self._retiring, return_exceptions=True)
 
 
 async def ensure_topics(
