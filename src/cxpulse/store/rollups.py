@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from typing import Any
 
 from cxpulse.domain.state import CASES, TRIALS, FactRow
 from cxpulse.domain.windows import DAY_MS
-from cxpulse.store.base import Store, StoreError
+from cxpulse.store.base import Store
 from cxpulse.store.instrumented import InstrumentedStore
 
 HOUR_MS = 3_600_000
@@ -77,9 +76,6 @@ FAR = 9_223_372_036_854_775_807
 #: A subscriber row: {"customer_id", and per interval, sorted by start: "started", "ends", …}.
 Subscriber = dict[str, Any]
 SUBSCRIBER_ARRAYS = ("started", "ends", "cancels", "touchpoints", "channels", "segments", "start_ids")
-
-#: How long the writer trusts its last look at the distributed flag (a writer in another process).
-MODE_TTL_S = 1.0
 
 
 def content(table: str, row: FactRow) -> FactRow:
@@ -171,8 +167,8 @@ class _Progress:
     watermark: int | None = None
     #: The last batch stored in `events`.
     stored: int = 0
+    #: Rows nobody rolls up are stored (a distributed writer): readers use the raw SQL.
     distributed: bool = False
-    checked_at: float = float("-inf")
 
 
 _progress: weakref.WeakKeyDictionary[Any, _Progress] = weakref.WeakKeyDictionary()
@@ -192,7 +188,7 @@ def read_view(store: Store) -> Iterator[View | None]:
     """The snapshot to read rollups at, held steady for the block; None: read the raw SQL."""
     with _progress_lock:
         progress = _progress.get(_identity(store))
-    if progress is None or progress.watermark is None or _distributed(store, progress):
+    if progress is None or progress.watermark is None or progress.distributed:
         yield None
         return
     with progress.lock.reading():
@@ -204,23 +200,6 @@ def rollups_readable(store: Store) -> bool:
     """Whether readings of this store object come from the rollups now."""
     with read_view(store) as view:
         return view is not None
-
-
-def _distributed(store: Store, progress: _Progress) -> bool:
-    """The store's distributed flag, looked up again after `MODE_TTL_S` (another process may set it)."""
-    now = time.monotonic()
-    if progress.distributed or now - progress.checked_at < MODE_TTL_S:
-        return progress.distributed
-    try:
-        rows = store.rows(
-            "SELECT max(value) FROM {db:Identifier}.rollup_state WHERE name = 'distributed'",
-            {"db": store.database},
-        )
-    except StoreError:
-        return True  # not migrated: raw
-    progress.distributed = bool(rows and rows[0][0])
-    progress.checked_at = now
-    return progress.distributed
 
 
 def _identity(store: Store) -> Any:
@@ -285,6 +264,7 @@ class Rollups:
         worth of batches) rolls each table straight from the events; otherwise (recovery, a bulk import)
         bitmaps are built once per hour and merged into the coarser sets, which costs far less then."""
         self.stored(upto)
+        self._check_mode()
         known = self.progress.watermark
         if known is not None and known >= upto:
             return
@@ -304,6 +284,16 @@ class Rollups:
                 else:
                     self._roll_active(tables, after, upto)
             self.progress.watermark = max(upto, *marks.values())
+
+    def _check_mode(self) -> None:
+        """Look at the store's distributed flag (a writer in another process sharing a ClickHouse server
+        may set it) at every catch-up, by the writer: readings never pay for the look."""
+        if self.progress.distributed:
+            return
+        rows = self.store.rows(
+            "SELECT max(value) FROM {db:Identifier}.rollup_state WHERE name = 'distributed'", {"db": self.db}
+        )
+        self.progress.distributed = bool(rows and rows[0][0])
 
     def _roll_active_directly(self, tables: Sequence[str], after: int, upto: int) -> None:
         """Each table's bitmaps straight from the events of these batches (one statement per table)."""
