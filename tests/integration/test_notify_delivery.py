@@ -25,7 +25,7 @@ from cxpulse.domain.alerts.evaluation import RuleState, evaluate
 from cxpulse.domain.alerts.payloads import alert_payload
 from cxpulse.domain.alerts.rules import Direction, MetricRule, ResponseRule, Target, parse_rule, rule_to_json
 from cxpulse.notify.dispatcher import Dispatcher
-from cxpulse.notify.outbox import Delivery, Notification, Status, StoreOutbox
+from cxpulse.notify.outbox import AttemptRecord, Delivery, Notification, Status, StoreOutbox
 from cxpulse.notify.schedule import Schedule
 from cxpulse.schema_files import schema_file
 from cxpulse.store.alerts import AlertRepository
@@ -585,3 +585,47 @@ def test_response_rule_round_trips_through_the_store(store: ChdbStore) -> None:
     assert isinstance(rule, ResponseRule)
     repo.put_rule(rule, 1)
     assert repo.rules(DIRECTIONS) == [rule]
+
+
+class SlowPollOutbox(StoreOutbox):
+    """Its second poll reads the rows, then answers only once an attempt was recorded and has ended: the
+    poll's answer holds a row that the attempt in flight has delivered since."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.polls = 0
+        self.recorded = threading.Event()
+
+    def due(self, now_ms: int, limit: int = 100) -> list[Delivery]:
+        rows = super().due(now_ms, limit)
+        self.polls += 1
+        if self.polls == 2:
+            self.recorded.wait(5)
+            time.sleep(0.3)
+        return rows
+
+    def record(self, attempt: AttemptRecord, updated: Delivery) -> None:
+        super().record(attempt, updated)
+        self.recorded.set()
+
+
+def test_an_attempt_that_ends_while_a_poll_runs_is_not_started_again(
+    store: ChdbStore, receiver: Receiver
+) -> None:
+    receiver.scripts["/slow"] = [Reply(200, delay_s=0.3)]
+    outbox = SlowPollOutbox(store)
+    outbox.add(notification(Target("webhook", receiver.url("/slow"))), now_ms())
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(Dispatcher(outbox, schedule=FAST, poll_interval_s=0.05).run(stop))
+        deadline = time.monotonic() + 10
+        while outbox.polls < 4 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        stop.set()
+        await task
+
+    asyncio.run(go())
+    assert outbox.polls >= 4
+    assert len(receiver.at("/slow")) == 1
+    assert [d.status for d in outbox.deliveries()] == [Status.DELIVERED]

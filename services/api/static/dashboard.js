@@ -484,6 +484,7 @@
     const es = new EventSource(`/v1/stream?${withKey(query())}`);
     source = es;
     es.addEventListener("pulse", (e) => {
+      if (source !== es) return; // a stream of a view the page has left
       renderPulse(JSON.parse(e.data));
       document.body.dataset.lastEventId = e.lastEventId;
       refreshSide(false);
@@ -515,9 +516,10 @@
     lastSide = Date.now(); // the stream's first pulse must not load the side panels a second time
     openStream();
     try {
-      renderPulse(await getJson(`/v1/pulse?${query()}`));
+      const body = await getJson(`/v1/pulse?${q}`);
+      if (current === q) renderPulse(body); // not when the view changed while it was on its way
     } catch (e) {
-      setStatus("error", e.body && e.body.error ? e.body.error.message : e.message);
+      if (current === q) setStatus("error", e.body && e.body.error ? e.body.error.message : e.message);
     }
     refreshSide(true);
   }

@@ -59,6 +59,9 @@ class Dispatcher:
         self._on_sent = on_sent
         self.on_attempt = on_attempt
         self._in_flight: dict[tuple[str, int], asyncio.Task[AttemptRecord]] = {}
+        #: Attempts that ended while a poll's query ran: that query may have read their rows as they were
+        #: before the attempt was recorded, so the poll must not start them again.
+        self._ended_during_poll: set[tuple[str, int]] = set()
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -107,11 +110,12 @@ class Dispatcher:
     async def _start_due(self) -> list[asyncio.Task[AttemptRecord]]:
         # rows in flight are still pending (so due): ask for that many more, or a burst of them would
         # hide everything behind it until they end
+        self._ended_during_poll.clear()
         due = await asyncio.to_thread(self._outbox.due, self._clock(), self._batch + len(self._in_flight))
         started = []
         for delivery in due:
             key = (delivery.id, delivery.target_index)
-            if key in self._in_flight:
+            if key in self._in_flight or key in self._ended_during_poll:
                 continue
             task = asyncio.create_task(self._deliver(delivery), name=f"notify {delivery.id}/{key[1]}")
             self._in_flight[key] = task
@@ -122,6 +126,7 @@ class Dispatcher:
     def _forget(self, key: tuple[str, int]) -> Callable[[asyncio.Task[AttemptRecord]], None]:
         def done(_task: asyncio.Task[AttemptRecord]) -> None:
             self._in_flight.pop(key, None)
+            self._ended_during_poll.add(key)
 
         return done
 
