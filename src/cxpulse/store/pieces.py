@@ -1,8 +1,8 @@
 """How a span splits into whole rollup buckets and raw edges: a reading reads each event exactly once.
 
 A span `[start, end)` is covered, coarsest level first, by the whole buckets of each rollup level (days,
-then hours) that the coarser levels left over, and the rest — never more than a bucket of the finest level
-at each end — comes from the events themselves. Buckets are aligned to the epoch (UTC days and hours).
+then hours, then five minutes) that the coarser levels left over, and the rest — never more than a bucket of
+the finest level at each end — comes from the events themselves. Buckets are aligned to the epoch (UTC).
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ the last stored batch):
 
 - rollup rows of the whole buckets inside each span (`pieces.split`), weighted by their count, from the
   smallest set of dimensions that holds the reading's filters and breakdown;
-- raw events of the partial edges (at most an hour for active customers, a day otherwise) — weight 1;
+- raw events of the partial edges (at most five minutes at each end for active customers, a day otherwise)
+  — weight 1;
 - only when a rollup lags (batches stored but not rolled up): the events of those batches that fall in its
   buckets, so a lagging rollup, or a late event not yet rolled up, never changes a reading.
 
@@ -23,17 +24,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from cxpulse.domain.metrics import Dimension, Family, Filters, Metric
-from cxpulse.domain.windows import DAY_MS, Grid, Span
+from cxpulse.domain.windows import Grid, Span
 from cxpulse.store.base import Store
 from cxpulse.store.pieces import Range, padded, split, where_ranges
-from cxpulse.store.rollups import View, dims_mask, dims_set
+from cxpulse.store.rollups import ACTIVE_TABLES, COUNTS_TABLES, View, dims_mask, dims_set
 
-HOUR_MS = 3_600_000
 #: Grids with more spans than this are read raw (each rollup row is matched against every span).
 MAX_SPANS = 64
 
-COUNTS_LEVELS = ((DAY_MS, "event_counts_1d"),)
-ACTIVE_LEVELS = ((DAY_MS, "active_1d"), (HOUR_MS, "active_1h"))
+#: The rollup tables each family reads, coarsest first (`rollups.COUNTS_TABLES`, `ACTIVE_TABLES`).
+COUNTS_LEVELS = tuple((size, table) for table, size in COUNTS_TABLES.items())
+ACTIVE_LEVELS = tuple((size, table) for table, size in ACTIVE_TABLES.items())
 
 _EVENT_TYPE = {Family.SURVEY: "survey_answer", Family.REFERRAL: "purchase"}
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

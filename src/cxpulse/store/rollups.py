@@ -33,9 +33,13 @@ from cxpulse.store.base import Store
 from cxpulse.store.instrumented import InstrumentedStore
 
 HOUR_MS = 3_600_000
-COUNTS_TABLE = "event_counts_1d"
-ACTIVE_TABLES = ("active_1h", "active_1d")
-ROLLUP_TABLES = (COUNTS_TABLE, *ACTIVE_TABLES)
+FIVE_MINUTES_MS = 300_000
+#: Each rollup table with the length of its buckets. Active customers per day, hour and five minutes
+#: (distinct customers of a raw edge cost a number lookup per event); counts per day only (their raw edge is
+#: a cheap sum, and five-minute counts by every dimension and score cost more to write than they save).
+COUNTS_TABLES = {"event_counts_1d": DAY_MS}
+ACTIVE_TABLES = {"active_1d": DAY_MS, "active_1h": HOUR_MS, "active_5m": FIVE_MINUTES_MS}
+ROLLUP_TABLES = (*COUNTS_TABLES, *ACTIVE_TABLES)
 #: The dimension sets rollups keep (`dims` masks: touchpoint 4, channel 2, segment 1), as GROUPING SETS.
 DIM_BITS = (("touchpoint", 4), ("channel", 2), ("segment", 1))
 DIM_SETS = (0, 4, 2, 1, 7)
@@ -275,8 +279,9 @@ class Rollups:
             active = {t: w for t, w in behind.items() if t in ACTIVE_TABLES}
             if active:
                 self._number_customers(min(active.values()), upto)
-            if COUNTS_TABLE in behind:
-                self._roll_counts(behind[COUNTS_TABLE], upto)
+            for table in COUNTS_TABLES:
+                if table in behind:
+                    self._roll_counts(table, behind[table], upto)
             for after in sorted(set(active.values())):
                 tables = [t for t, w in active.items() if w == after]
                 if small:
@@ -299,7 +304,7 @@ class Rollups:
         """Each table's bitmaps straight from the events of these batches (one statement per table)."""
         number = f"joinGet('{self.db}.customer_number_index', 'num', customer_key)"
         for table in tables:
-            size = DAY_MS if table.endswith("_1d") else HOUR_MS
+            size = ACTIVE_TABLES[table]
             self.store.execute(
                 f"INSERT INTO {self.db}.{table} (dims, bucket, touchpoint, channel, segment, customers, upto)"
                 f" SELECT {DIMS_OF_ROW}, b, touchpoint, channel, segment, groupBitmapState(num),"
@@ -322,63 +327,65 @@ class Rollups:
             f") AS fresh CROSS JOIN (SELECT max(num) AS base FROM {self.db}.customer_numbers) AS taken"
         )
 
-    def _roll_counts(self, after: int, upto: int) -> None:
+    def _roll_counts(self, table: str, after: int, upto: int) -> None:
+        size = COUNTS_TABLES[table]
         self.store.execute(
-            f"INSERT INTO {self.db}.{COUNTS_TABLE} (type, survey, dims, bucket, touchpoint, channel, segment,"
+            f"INSERT INTO {self.db}.{table} (type, survey, dims, bucket, touchpoint, channel, segment,"
             " scale, score, referral, n, upto)"
             f" SELECT type, survey, {DIMS_OF_ROW}, b, touchpoint, channel, segment, scale, score, referral,"
             f" count(), toUInt64({int(upto)}) FROM ("
-            f"  SELECT intDiv(occurred_ms, {DAY_MS}) * {DAY_MS} AS b, type, survey, touchpoint, channel,"
+            f"  SELECT intDiv(occurred_ms, {size}) * {size} AS b, type, survey, touchpoint, channel,"
             "  segment, scale, ifNull(score, 0) AS score, referral FROM "
             f"  {self.db}.events WHERE type IN ('survey_answer', 'purchase') AND {self._batches(after, upto)}"
             f") GROUP BY {grouping_sets('type, survey, scale, score, referral, b')} {ONE_BLOCK}"
         )
 
     def _roll_active(self, tables: Sequence[str], after: int, upto: int) -> None:
-        """Bitmaps per hour and (touchpoint, channel, segment) from the events once; every coarser set
-        merged from the smallest finer one (merging costs per bitmap merged, not per member)."""
+        """Bitmaps per bucket of the finest of `tables` and (touchpoint, channel, segment) from the events
+        once; every coarser set and bucket merged from the smallest finer one (merging costs per bitmap
+        merged, not per member)."""
         finest, singles, scratch = (f"{self.db}.active_scratch{i}" for i in range(3))
         number = f"joinGet('{self.db}.customer_number_index', 'num', customer_key)"
+        size = min(ACTIVE_TABLES[t] for t in tables)
         for table in (finest, singles, scratch):
             self.store.execute(f"DROP TABLE IF EXISTS {table}")
         try:
             self.store.execute(
                 f"CREATE TABLE {finest} ENGINE = Memory AS SELECT toUInt8(7) AS dims,"
-                f" intDiv(occurred_ms, {HOUR_MS}) * {HOUR_MS} AS hour, touchpoint, channel, segment,"
+                f" intDiv(occurred_ms, {size}) * {size} AS b, touchpoint, channel, segment,"
                 f" groupBitmapState({number}) AS customers FROM {self.db}.events"
-                f" WHERE {self._batches(after, upto)} GROUP BY hour, touchpoint, channel, segment"
+                f" WHERE {self._batches(after, upto)} GROUP BY b, touchpoint, channel, segment"
             )
             sets = []
             for name, bit in DIM_BITS:
                 kept = ", ".join(d if d == name else f"'' AS {d}" for d, _ in DIM_BITS)
                 sets.append(
-                    f"SELECT toUInt8({bit}) AS dims, hour, {kept},"
+                    f"SELECT toUInt8({bit}) AS dims, b, {kept},"
                     " groupBitmapMergeState(customers) AS customers"
-                    f" FROM {finest} GROUP BY hour, {name}"
+                    f" FROM {finest} GROUP BY b, {name}"
                 )
             self.store.execute(f"CREATE TABLE {singles} ENGINE = Memory AS {' UNION ALL '.join(sets)}")
             self.store.execute(
                 f"CREATE TABLE {scratch} ENGINE = Memory AS SELECT * FROM {finest}"
                 f" UNION ALL SELECT * FROM {singles}"
-                f" UNION ALL SELECT toUInt8(0), hour, '' AS touchpoint, '' AS channel, '' AS segment,"
+                f" UNION ALL SELECT toUInt8(0), b, '' AS touchpoint, '' AS channel, '' AS segment,"
                 f" groupBitmapMergeState(customers) AS customers FROM {singles}"
-                " WHERE dims = 2 GROUP BY hour"
+                " WHERE dims = 2 GROUP BY b"
             )
             columns = "(dims, bucket, touchpoint, channel, segment, customers, upto)"
             for table in tables:
-                if table.endswith("_1h"):
-                    select = (
-                        f"SELECT dims, hour, touchpoint, channel, segment, customers, toUInt64({int(upto)})"
-                    )
+                bucket = ACTIVE_TABLES[table]
+                if bucket == size:
                     self.store.execute(
-                        f"INSERT INTO {self.db}.{table} {columns} {select} FROM {scratch} {ONE_BLOCK}"
+                        f"INSERT INTO {self.db}.{table} {columns} SELECT dims, b, touchpoint, channel,"
+                        f" segment, customers, toUInt64({int(upto)}) FROM {scratch} {ONE_BLOCK}"
                     )
                 else:
                     self.store.execute(
                         f"INSERT INTO {self.db}.{table} {columns} SELECT dims,"
-                        f" intDiv(hour, {DAY_MS}) * {DAY_MS} AS b, touchpoint, channel, segment,"
+                        f" intDiv(b, {bucket}) * {bucket} AS coarse, touchpoint, channel, segment,"
                         f" groupBitmapMergeState(customers), toUInt64({int(upto)})"
-                        f" FROM {scratch} GROUP BY dims, b, touchpoint, channel, segment {ONE_BLOCK}"
+                        f" FROM {scratch} GROUP BY dims, coarse, touchpoint, channel, segment {ONE_BLOCK}"
                     )
         finally:
             for table in (finest, singles, scratch):
