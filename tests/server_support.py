@@ -4,6 +4,7 @@ command line as a subprocess."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
+import httpx
 import uvicorn
 from fastapi import FastAPI
 
@@ -76,3 +78,39 @@ def placeholder_app() -> FastAPI:
     alerts = SimpleNamespace(evaluator=SimpleNamespace(listeners=[]), alert_counts=dict, on_attempt=[])
     settings = Settings(keys_file="/nonexistent/keys", metrics_windows="")
     return create_app(object(), settings, bus=object(), alerts=alerts)  # type: ignore[arg-type]
+
+
+@contextmanager
+def running_service(
+    data_dir: Path, log: Path, *, stdout_too: bool = True, exit_code: int | None = None, **env: str
+) -> Iterator[str]:
+    """`cxpulse run` on a free port with `env` (its output in `log`; `stdout_too=False`: stderr only),
+    ready when `/readyz` answers 200; stopped with SIGTERM, and its exit code checked when `exit_code`
+    is given. Yields the base URL."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "services.cli", "run", "--port", str(port), "--data-dir", str(data_dir)]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            cmd,
+            env=cli_env(**env),
+            stdout=out if stdout_too else subprocess.DEVNULL,
+            stderr=subprocess.STDOUT if stdout_too else out,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, log.read_text()
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)
+    try:
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)
+        if exit_code is not None:
+            assert code == exit_code

@@ -8,9 +8,6 @@ refused; without the key the page is a 401. The key never shows up in the servic
 from __future__ import annotations
 
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +19,7 @@ from playwright.sync_api import Request, sync_playwright
 
 from cxpulse.http.keys import KeyFile
 from tests.conftest import event
-from tests.server_support import cli_env, free_port
+from tests.server_support import running_service
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs chromium (scripts/system-deps.sh)")
@@ -35,37 +32,9 @@ def service(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], Path]]:
         "read": keys_file.create("dashboard", frozenset({"read"})),
         "ingest": keys_file.create("producer", frozenset({"ingest"})),
     }
-    port, log = free_port(), tmp_path / "service.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        "services.cli",
-        "run",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(tmp_path / "d"),
-    ]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            cmd, env=cli_env(CXPULSE_KEYS_FILE=str(keys_file.path)), stdout=out, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        assert proc.poll() is None, log.read_text()
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, log.read_text()
-        time.sleep(0.1)
-    try:
+    log = tmp_path / "service.log"
+    with running_service(tmp_path / "d", log, CXPULSE_KEYS_FILE=str(keys_file.path)) as url:
         yield url, keys, log
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=20)
 
 
 def _answer(url: str, key: str, event_id: str, score: int) -> None:

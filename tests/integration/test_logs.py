@@ -7,8 +7,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -21,7 +19,7 @@ import pytest
 from cxpulse.http.keys import KeyFile
 from cxpulse.observability.logs import RequestIdFilter, formatter, redact, request_id
 from tests.conftest import event
-from tests.server_support import cli_env, free_port
+from tests.server_support import running_service
 
 COMMENT = "my-private-comment-about-the-agent-Zq81"
 
@@ -30,36 +28,14 @@ COMMENT = "my-private-comment-about-the-agent-Zq81"
 def service(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], Path]]:
     keys_file = KeyFile(tmp_path / "keys")
     keys = {s: keys_file.create(f"k-{s}", frozenset({s})) for s in ("ingest", "read")}
-    port, log = free_port(), tmp_path / "service.log"
-    env = cli_env(CXPULSE_KEYS_FILE=str(keys_file.path), CXPULSE_LOG_FORMAT="json", CXPULSE_LOG_LEVEL="debug")
-    cmd = [
-        sys.executable,
-        "-m",
-        "services.cli",
-        "run",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(tmp_path / "d"),
-    ]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=out)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        assert proc.poll() is None, log.read_text()
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, log.read_text()
-        time.sleep(0.1)
-    try:
+    log = tmp_path / "service.log"
+    env = {
+        "CXPULSE_KEYS_FILE": str(keys_file.path),
+        "CXPULSE_LOG_FORMAT": "json",
+        "CXPULSE_LOG_LEVEL": "debug",
+    }
+    with running_service(tmp_path / "d", log, stdout_too=False, exit_code=0, **env) as url:
         yield url, keys, log
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
 
 
 def _lines(log: Path) -> list[dict[str, Any]]:
