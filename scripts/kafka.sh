@@ -217,13 +217,21 @@ format_storage() {
   local py cluster_id
   py="$(python_bin)" || py=""
   if [[ -n "$py" ]]; then
-    cluster_id="$("$py" -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')"
+    # Like Kafka's Uuid.randomUuid: an id that starts with "-" reads as an option, so draw again.
+    cluster_id="$("$py" -c '
+import base64, uuid
+while True:
+    cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    if not cid.startswith("-"):
+        print(cid)
+        break
+')"
   else
     cluster_id="$(java -cp "$LIBS/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)"
   fi
   log "formatting ${DATA_DIR#"$ROOT"/} (cluster id $cluster_id)"
   if ! java -Dlog4j2.configurationFile="$LOG4J_CONF" -cp "$LIBS/*" kafka.tools.StorageTool format \
-      -t "$cluster_id" -c "$CONF" --standalone >>"$LOGFILE" 2>&1; then
+      --cluster-id="$cluster_id" -c "$CONF" --standalone >>"$LOGFILE" 2>&1; then
     err "kafka.tools.StorageTool format failed"
     show_log_tail
     exit 1
