@@ -2,7 +2,7 @@
 """Soak: `cxpulse run` (with API keys) held at 80 % of its benchmarked ingest rate for a long time, with
 readers and a live stream, and checked at the end against what was sent.
 
-    python -m bench.soak [--duration 10m] [--rate EVENTS_PER_S] [--calibrate 20s] [--batch 500]
+    python -m bench.soak [--duration 10m] [--rate EVENTS_PER_S] [--calibrate 20s] [--batch 500] [--no-reads]
 
 1. Calibrate (same run, same machine): NDJSON batches posted as fast as 4 connections go for
    `--calibrate`; the target rate is 80 % of that (or `--rate`).
@@ -261,7 +261,8 @@ def soak(
                 return
 
     threads = [threading.Thread(target=sender, args=(k,), daemon=True) for k in range(senders)]
-    threads += [threading.Thread(target=f, daemon=True) for f in (reader, stream, sampler)]
+    others = (sampler,) if args.no_reads else (reader, stream, sampler)
+    threads += [threading.Thread(target=f, daemon=True) for f in others]
     for t in threads:
         t.start()
     last_report = time.perf_counter()
@@ -365,6 +366,9 @@ def main() -> int:
     )
     parser.add_argument("--customers", type=int, default=20_000, help="population (default %(default)s)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--no-reads", action="store_true", help="ingest only: no reader, no stream (to see what reads cost)"
+    )
     args = parser.parse_args()
     out = started(args)
     log(machine_line(out["machine"]))
