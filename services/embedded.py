@@ -10,6 +10,8 @@ evaluator and the dispatcher, which the serving process runs next to the HTTP se
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -77,8 +79,24 @@ class EmbeddedRuntime:
         )
 
     def loops(self) -> list[Loop]:
-        """Background work to run beside the HTTP server: alert evaluation and notification delivery."""
-        return self.alerts.loops()
+        """Background work to run beside the HTTP server: rollup catch-up, alert evaluation and
+        notification delivery."""
+        return [self.run_rollups, *self.alerts.loops()]
+
+    async def run_rollups(self, stop: asyncio.Event) -> None:
+        """Catch the rollups up every `rollup_interval_s` beside ingest instead of inside its flushes: a
+        catch-up waits for the readings in progress, and batches should not wait behind them."""
+        self.processor.roll_in_flush = False
+        try:
+            while not stop.is_set():
+                try:
+                    await asyncio.to_thread(self.processor.roll_up)
+                except Exception as exc:  # readings stay exact (raw SQL past the rollups): try again later
+                    log.error("rollup catch-up failed (retried): %s", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.processor.rollup_interval_s)
+        finally:
+            self.processor.roll_in_flush = True
 
     def close(self) -> None:
         self.processor.flush()

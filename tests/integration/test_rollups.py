@@ -9,6 +9,8 @@ and the switch to raw SQL once a distributed writer stored rows.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -26,7 +28,7 @@ from cxpulse.pipeline.processor import Processor
 from cxpulse.reading import PulseReader
 from cxpulse.store.base import Store
 from cxpulse.store.repository import Repository
-from cxpulse.store.rollups import RawSQL, rollups_readable
+from cxpulse.store.rollups import RawSQL, read_view, rollups_readable
 from services.embedded import EmbeddedRuntime
 from tests.conftest import T0, iso, ms, validated
 
@@ -402,3 +404,53 @@ def test_readings_of_a_reopened_store(chdb_dir: Path) -> None:
     finally:
         rt.store.execute(f"DROP DATABASE IF EXISTS {settings_.database}")
         rt.close()
+
+
+# --- catch-up beside ingest -------------------------------------------------------------------------------
+
+
+def test_a_batch_does_not_wait_for_a_reading_while_a_loop_rolls_up(rt: EmbeddedRuntime) -> None:
+    """A catch-up waits for the readings in progress; with the rollups caught up by the runtime's loop, a
+    batch (and its flush) goes through while a reading holds its snapshot."""
+    ingest(rt, everything("a", AT - 3 * DAY))
+    rt.processor.roll_in_flush = False  # what `run_rollups` does while it runs
+    rt.processor.rollup_interval_s = 0  # a flush that rolled up would catch up every time
+    done = threading.Event()
+
+    def post() -> None:
+        rt.processor.process_many([validated(everything("b", AT - 2 * HOUR, "c2"), NOW)])
+        done.set()
+
+    with read_view(rt.store) as view:
+        assert view is not None
+        writer = threading.Thread(target=post)
+        writer.start()
+        assert done.wait(60), "the batch waited for the reading in progress"
+    writer.join()
+    assert rt.processor.rollups.progress.watermark == 1  # the batch is read from events until the loop runs
+    compare(rt.store, [AT, AT - HOUR], [DAY, 7 * DAY])
+    rt.processor.roll_up()
+    assert rt.processor.rollups.progress.watermark == 2
+    compare(rt.store, [AT, AT - HOUR], [DAY, 7 * DAY])
+
+
+def test_the_runtime_loop_catches_the_rollups_up(rt: EmbeddedRuntime) -> None:
+    rt.processor.rollup_interval_s = 0.05
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.create_task(rt.run_rollups(stop))
+        await asyncio.sleep(0)
+        assert not rt.processor.roll_in_flush
+        await asyncio.to_thread(rt.processor.process_many, [validated(everything("a", AT - DAY), NOW)])
+        for _ in range(600):  # the loop's next round covers the batch
+            if rt.processor.rollups.progress.watermark == 1:
+                break
+            await asyncio.sleep(0.05)
+        assert rt.processor.rollups.progress.watermark == 1
+        stop.set()
+        await asyncio.wait_for(loop, 30)
+
+    asyncio.run(scenario())
+    assert rt.processor.roll_in_flush  # flushes catch up again once the loop is gone
+    compare(rt.store, [AT], [DAY, 30 * DAY])

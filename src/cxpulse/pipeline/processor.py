@@ -89,9 +89,12 @@ class Processor:
         self.rollups = Rollups(repo.store)
         self.states: dict[str, CustomerState] = {}
         self.flush_interval_s = flush_interval_s
-        #: Rollups are caught up at most this often by flushes (readings take the batches they do not
-        #: cover yet from `events`, so this only trades a little read work for fewer rollup statements).
+        #: Rollups are caught up at most this often (readings take the batches they do not cover yet from
+        #: `events`, so this only trades a little read work for fewer rollup statements) — by flushes, or,
+        #: when `roll_in_flush` is off, by a background loop calling `roll_up` (a catch-up waits for the
+        #: readings in progress, and ingest should not wait with it).
         self.rollup_interval_s = rollup_interval_s
+        self.roll_in_flush = True
         self._last_rollup = time.monotonic()
         self.flush_max_facts = flush_max_facts
         self.on_commit = on_commit
@@ -282,10 +285,11 @@ class Processor:
             self._recover()
 
     def roll_up(self) -> None:
-        """Catch the rollups up with every stored batch now (at shutdown; readings never need it)."""
-        with self._lock:
-            self.rollups.catch_up(self._seq)
-            self._last_rollup = time.monotonic()
+        """Catch the rollups up with every batch stored so far (readings never need it: they read what the
+        rollups do not cover from `events`). Does not hold up ingest: batches stored meanwhile wait for the
+        next catch-up."""
+        self.rollups.catch_up(self._seq)
+        self._last_rollup = time.monotonic()
 
     def _keep(self, done: Step) -> None:
         """The step's facts and changed states become pending (written by the next flush)."""
@@ -324,9 +328,8 @@ class Processor:
         for holder, _, _ in changed:
             holder[FLUSHED] = holder["emitted"]
         self.repo.upsert_facts((table, row) for (table, _, _), row in self._pending_facts.items())
-        if time.monotonic() - self._last_rollup >= self.rollup_interval_s:
-            self.rollups.catch_up(self._seq)
-            self._last_rollup = time.monotonic()
+        if self.roll_in_flush and time.monotonic() - self._last_rollup >= self.rollup_interval_s:
+            self.roll_up()
         saved = {cid: self.states[cid] for cid in self._pending_states}
         for state in saved.values():
             for holder in _holders(state):

@@ -173,6 +173,9 @@ class _Progress:
     stored: int = 0
     #: Rows nobody rolls up are stored (a distributed writer): readers use the raw SQL.
     distributed: bool = False
+    #: One catch-up at a time (a background loop, a recovery), and `stored` only ever moves forward.
+    catching: threading.Lock = field(default_factory=threading.Lock)
+    moving: threading.Lock = field(default_factory=threading.Lock)
 
 
 _progress: weakref.WeakKeyDictionary[Any, _Progress] = weakref.WeakKeyDictionary()
@@ -255,7 +258,8 @@ class Rollups:
 
     def stored(self, batch_seq: int) -> None:
         """Batches up to `batch_seq` are in `events` (readers may read them)."""
-        self.progress.stored = max(self.progress.stored, batch_seq)
+        with self.progress.moving:
+            self.progress.stored = max(self.progress.stored, batch_seq)
 
     # -- event rollups ------------------------------------------------------------------------------------
     def watermarks(self) -> dict[str, int]:
@@ -266,8 +270,13 @@ class Rollups:
     def catch_up(self, upto: int, *, small: bool = True) -> None:
         """Roll up the events of batches up to `upto` that the tables do not cover yet. `small` (a flush's
         worth of batches) rolls each table straight from the events; otherwise (recovery, a bulk import)
-        bitmaps are built once per hour and merged into the coarser sets, which costs far less then."""
+        bitmaps are built once per hour and merged into the coarser sets, which costs far less then.
+        Safe beside the writer's inserts (it reads batches ≤ `upto` only) and from several threads."""
         self.stored(upto)
+        with self.progress.catching:
+            self._catch_up(upto, small)
+
+    def _catch_up(self, upto: int, small: bool) -> None:
         self._check_mode()
         known = self.progress.watermark
         if known is not None and known >= upto:
