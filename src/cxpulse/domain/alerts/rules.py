@@ -18,7 +18,7 @@ from enum import StrEnum
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from cxpulse.domain.windows import UNIT_MS, WindowError, parse_duration, parse_window
+from cxpulse.domain.windows import UNIT_MS, WindowError, format_duration, parse_duration, parse_window
 
 
 class Direction(StrEnum):
@@ -225,14 +225,6 @@ def mask_url(url: str) -> str:
     host = parts.hostname or ""
     port = f":{parts.port}" if parts.port else ""
     return f"{parts.scheme}://{host}{port}/…{url[-4:]}"
-
-
-def format_duration(ms: int) -> str:
-    """The shortest `integer + unit` spelling of a duration (`300000` → `5m`, `0` → `0s`)."""
-    for unit in ("d", "h", "m"):
-        if ms and ms % UNIT_MS[unit] == 0:
-            return f"{ms // UNIT_MS[unit]}{unit}"
-    return f"{ms // UNIT_MS['s']}s"
 
 
 # ---------------------------------------------------------------------------------------------- parsing
