@@ -4,7 +4,7 @@
 distributed shape is `ingest` (HTTP → Kafka), `aggregator` × N (Faust workers) and `api` (reads and alerts;
 with Kafka it publishes the alert rules to the workers, and without a ClickHouse server it also loads the
 workers' output into its chDB store). `demo` and `rules` (`services/rules_cli.py`) are clients of a
-running service.
+running service; `keys` (`services/keys_cli.py`) edits the keys file the services read.
 """
 
 from __future__ import annotations
@@ -21,16 +21,12 @@ from cxpulse.config import Settings
 from cxpulse.demo.generator import TOUCHPOINTS
 from cxpulse.domain.windows import WindowError, parse_window
 from cxpulse.store.base import StoreError
-from services import rules_cli
+from services import keys_cli, rules_cli
+from services.cli_settings import settings_from_args
 
 if TYPE_CHECKING:
     from cxpulse.http.auth import Access
     from services.embedded import EmbeddedRuntime
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    overrides = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
-    return Settings(**overrides)
 
 
 def _access(settings: Settings) -> Access | None:
@@ -53,7 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from services.serving import exit_cleanly_on_sigterm, serve
 
     exit_cleanly_on_sigterm()
-    settings = _settings(args)
+    settings = settings_from_args(args)
     access = _access(settings)
     if access is None:
         return 2
@@ -116,7 +112,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from services.serving import exit_cleanly_on_sigterm, serve
 
     exit_cleanly_on_sigterm()
-    settings = _settings(args)
+    settings = settings_from_args(args)
     if not settings.kafka_bootstrap:
         print("cxpulse ingest: set --kafka HOST:PORT or CXPULSE_KAFKA_BOOTSTRAP", file=sys.stderr)
         return 2
@@ -136,7 +132,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def cmd_aggregator(args: argparse.Namespace) -> int:
     from services.aggregator.faust_app import run_worker
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     if not settings.kafka_bootstrap:
         print("cxpulse aggregator: set --kafka HOST:PORT or CXPULSE_KAFKA_BOOTSTRAP", file=sys.stderr)
         return 2
@@ -169,7 +165,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     from services.serving import Hook, Loop, exit_cleanly_on_sigterm, serve
 
     exit_cleanly_on_sigterm()
-    settings = _settings(args)
+    settings = settings_from_args(args)
     access = _access(settings)
     if access is None:
         return 2
@@ -221,48 +217,6 @@ def cmd_api(args: argparse.Namespace) -> int:
         return asyncio.run(serve(app, settings.host, settings.port, loops, startup, shutdown))
     finally:
         store.close()
-
-
-def cmd_keys(args: argparse.Namespace) -> int:
-    """`cxpulse keys create|list|revoke`: edit the keys file the services re-read (SPEC §8)."""
-    from cxpulse.http.keys import KeyFile, KeyFileError, parse_scopes
-
-    settings = _settings(args)
-    keys = KeyFile(settings.keys_path)
-    try:
-        if args.action == "create":
-            key = keys.create(args.name, parse_scopes(args.scopes))
-            print(key, flush=True)  # alone on stdout: the only time it is shown
-            print(f"created key {args.name!r} ({args.scopes}) in {keys.path}; store it now", file=sys.stderr)
-        elif args.action == "list":
-            for r in keys.records():
-                state = f"revoked {r.revoked_at}" if r.revoked_at else "active"
-                print(f"{r.name}\t{r.prefix}\t{','.join(sorted(r.scopes))}\tcreated {r.created_at}\t{state}")
-        elif not keys.revoke(args.name):
-            print(f"cxpulse keys: no active key named {args.name!r} in {keys.path}", file=sys.stderr)
-            return 1
-        else:
-            print(f"revoked {args.name!r}; services reading {keys.path} refuse it now", file=sys.stderr)
-    except (KeyFileError, OSError) as exc:
-        print(f"cxpulse keys: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def _keys_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    keys = sub.add_parser("keys", help="API keys: create (printed once), list, revoke")
-    keys.add_argument(
-        "--keys-file", dest="keys_file", help="keys file (default <data dir>/keys, env CXPULSE_KEYS_FILE)"
-    )
-    keys.add_argument("--data-dir", dest="data_dir", help="data dir (default ./data, env CXPULSE_DATA_DIR)")
-    actions = keys.add_subparsers(dest="action", required=True)
-    create = actions.add_parser("create", help="add a key and print it, alone, on stdout (the only time)")
-    create.add_argument("--name", required=True, help="a name to list and revoke it by")
-    create.add_argument("--scopes", required=True, help="comma-separated: ingest, read, admin")
-    actions.add_parser("list", help="name, prefix, scopes, created, revoked (never the key)")
-    revoke = actions.add_parser("revoke", help="revoke a key: refused within seconds, no restart")
-    revoke.add_argument("name")
-    keys.set_defaults(func=cmd_keys)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -381,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     _kafka_option(api, "load the workers' output (cx.store) from this Kafka into the chDB store")
     api.set_defaults(func=cmd_api)
     _demo_parser(sub)
-    _keys_parser(sub)
+    keys_cli.add_parser(sub)
     rules_cli.add_parser(sub)
     return parser
 

@@ -52,7 +52,7 @@ from cxpulse.bus.codec import DeadLetter, decode_event
 from cxpulse.bus.dlq import Headers, Send, route_dead_letters
 from cxpulse.bus.rules_topic import RulesFollower
 from cxpulse.config import Settings
-from cxpulse.domain.alerts.rules import ResponseRule
+from cxpulse.domain.alerts.rules.response import ResponseRule
 from cxpulse.domain.state import CustomerState, new_state
 from cxpulse.observability.metrics import ServiceMetrics
 from cxpulse.pipeline.batch import Delivery, step

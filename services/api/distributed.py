@@ -26,7 +26,7 @@ from cxpulse.bus.kafka import ensure_topics
 from cxpulse.bus.leader import LeaderElection
 from cxpulse.bus.rules_topic import RulesPublisher
 from cxpulse.config import Settings
-from cxpulse.domain.alerts.rules import Rule
+from cxpulse.domain.alerts.rules.rule import Rule
 from cxpulse.live.feed import ChangeFeed
 from cxpulse.pipeline.output import Written
 from cxpulse.reading import PulseReader

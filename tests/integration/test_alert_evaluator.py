@@ -19,7 +19,8 @@ import pytest
 from cxpulse.alerts.evaluator import Evaluator, ReadKey, metrics_changed_by
 from cxpulse.alerts.service import directions
 from cxpulse.domain.alerts.evaluation import AlertState
-from cxpulse.domain.alerts.rules import MetricRule, parse_rule
+from cxpulse.domain.alerts.rules.metric import MetricRule
+from cxpulse.domain.alerts.rules.rule import parse_rule
 from cxpulse.domain.metrics import Dimension, Filters, Reading
 from cxpulse.live.feed import ChangeFeed
 from cxpulse.notify.outbox import StoreOutbox

@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cxpulse.config import Settings
-from cxpulse.domain.alerts.rules import mask_secret, mask_url
+from cxpulse.domain.alerts.rules.targets import mask_secret, mask_url
 from cxpulse.domain.windows import iso_ms
 from services.embedded import EmbeddedRuntime
 from tests.conftest import event

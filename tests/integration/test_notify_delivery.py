@@ -23,7 +23,10 @@ from standardwebhooks import Webhook
 
 from cxpulse.domain.alerts.evaluation import RuleState, evaluate
 from cxpulse.domain.alerts.payloads import alert_payload
-from cxpulse.domain.alerts.rules import Direction, MetricRule, ResponseRule, Target, parse_rule, rule_to_json
+from cxpulse.domain.alerts.rules.metric import Direction, MetricRule
+from cxpulse.domain.alerts.rules.response import ResponseRule
+from cxpulse.domain.alerts.rules.rule import parse_rule, rule_to_json
+from cxpulse.domain.alerts.rules.targets import Target
 from cxpulse.notify.dispatcher import Dispatcher
 from cxpulse.notify.outbox import AttemptRecord, Delivery, Notification, Status, StoreOutbox
 from cxpulse.notify.schedule import Schedule

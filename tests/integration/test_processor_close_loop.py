@@ -8,7 +8,9 @@ import time
 from typing import Any
 
 from cxpulse.domain.alerts.responses import notification_id
-from cxpulse.domain.alerts.rules import Direction, ResponseRule, parse_rule
+from cxpulse.domain.alerts.rules.metric import Direction
+from cxpulse.domain.alerts.rules.response import ResponseRule
+from cxpulse.domain.alerts.rules.rule import parse_rule
 from cxpulse.domain.events import Event
 from cxpulse.notify.outbox import StoreOutbox
 from cxpulse.pipeline.processor import Processor

@@ -13,7 +13,8 @@ import pytest
 from cxpulse.alerts.service import directions
 from cxpulse.bus.kafka import ensure_topics
 from cxpulse.bus.rules_topic import RulesFollower, RulesPublisher, TopicReader
-from cxpulse.domain.alerts.rules import ResponseRule, Rule, parse_rule
+from cxpulse.domain.alerts.rules.response import ResponseRule
+from cxpulse.domain.alerts.rules.rule import Rule, parse_rule
 from tests.kafka_support import require_broker
 
 pytestmark = pytest.mark.kafka

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from cxpulse.domain.alerts.evaluation import AlertState, RuleState, Transition, evaluate
-from cxpulse.domain.alerts.rules import Direction, MetricRule, parse_rule
+from cxpulse.domain.alerts.rules.metric import Direction, MetricRule
+from cxpulse.domain.alerts.rules.rule import parse_rule
 from cxpulse.domain.metrics import METRICS as KPIS
 from cxpulse.domain.metrics import reading as kpi_reading
 

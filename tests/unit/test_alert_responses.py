@@ -17,7 +17,9 @@ from cxpulse.domain.alerts.responses import (
     notification_id,
     response_matches,
 )
-from cxpulse.domain.alerts.rules import Direction, MetricRule, ResponseRule, parse_rule
+from cxpulse.domain.alerts.rules.metric import Direction, MetricRule
+from cxpulse.domain.alerts.rules.response import ResponseRule
+from cxpulse.domain.alerts.rules.rule import parse_rule
 from cxpulse.domain.events import Event
 
 DIRECTIONS = {"nps": Direction.HIGHER, "ces": Direction.LOWER}

@@ -10,7 +10,9 @@ from typing import Any
 import orjson
 
 from cxpulse.domain.alerts.responses import notification_id
-from cxpulse.domain.alerts.rules import Direction, ResponseRule, parse_rule
+from cxpulse.domain.alerts.rules.metric import Direction
+from cxpulse.domain.alerts.rules.response import ResponseRule
+from cxpulse.domain.alerts.rules.rule import parse_rule
 from cxpulse.domain.events import Event
 from cxpulse.domain.state import CustomerState, new_state
 from cxpulse.pipeline.batch import Delivery, Step, step

@@ -14,10 +14,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cxpulse.domain.alerts.rules import format_duration
 from cxpulse.domain.events import Event
 from cxpulse.domain.validation import FieldError, validate_batch, validate_event
-from cxpulse.domain.windows import MAX_WINDOW_MS, UNIT_MS, WindowError, iso_ms, parse_duration, parse_window
+from cxpulse.domain.windows import (
+    MAX_WINDOW_MS,
+    UNIT_MS,
+    WindowError,
+    format_duration,
+    iso_ms,
+    parse_duration,
+    parse_window,
+)
 from cxpulse.http.body import BodyError, decode_items
 from cxpulse.http.errors import ApiError
 from cxpulse.http.keys import KeyFile, KeyRing

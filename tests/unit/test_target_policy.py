@@ -8,7 +8,10 @@ from collections.abc import Sequence
 import pytest
 
 from cxpulse.config import Settings
-from cxpulse.domain.alerts.rules import Direction, RuleError, TargetPolicy, check_target_url, parse_rule
+from cxpulse.domain.alerts.rules.errors import RuleError
+from cxpulse.domain.alerts.rules.metric import Direction
+from cxpulse.domain.alerts.rules.rule import parse_rule
+from cxpulse.domain.alerts.rules.targets import TargetPolicy, check_target_url
 from cxpulse.notify.targets import resolve_host, target_policy
 
 DIRECTIONS = {"nps": Direction.HIGHER}

@@ -13,7 +13,8 @@ from typing import Any
 import orjson
 
 from cxpulse.domain.alerts.responses import notification_id
-from cxpulse.domain.alerts.rules import ResponseRule, Target
+from cxpulse.domain.alerts.rules.response import ResponseRule
+from cxpulse.domain.alerts.rules.targets import Target
 from cxpulse.pipeline.output import Output
 from services.aggregator.faust_app import BatchProcessor, Entry
 from services.aggregator.gaps import RefetchedEvent, RefetchedMessage

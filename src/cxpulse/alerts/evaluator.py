@@ -37,7 +37,7 @@ from typing import Any
 
 from cxpulse.domain.alerts.evaluation import AlertState, RuleState, Transition, evaluate
 from cxpulse.domain.alerts.payloads import alert_payload, iso_ms
-from cxpulse.domain.alerts.rules import THRESHOLD_OPS, MetricRule, condition_to_json
+from cxpulse.domain.alerts.rules.metric import THRESHOLD_OPS, MetricRule, condition_to_json
 from cxpulse.domain.events import EventType
 from cxpulse.domain.metrics import METRICS, Family, Filters
 from cxpulse.live.feed import ChangeFeed

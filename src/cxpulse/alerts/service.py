@@ -36,16 +36,11 @@ from cxpulse.alerts.evaluator import Evaluator, public_transition, rule_summary,
 from cxpulse.config import Settings
 from cxpulse.domain.alerts.evaluation import AlertState, RuleState, Transition
 from cxpulse.domain.alerts.payloads import iso_ms
-from cxpulse.domain.alerts.rules import (
-    Direction,
-    MetricRule,
-    ResponseRule,
-    Rule,
-    RuleError,
-    mask_url,
-    parse_rule,
-    rule_to_json,
-)
+from cxpulse.domain.alerts.rules.errors import RuleError
+from cxpulse.domain.alerts.rules.metric import Direction, MetricRule
+from cxpulse.domain.alerts.rules.response import ResponseRule
+from cxpulse.domain.alerts.rules.rule import Rule, parse_rule, rule_to_json
+from cxpulse.domain.alerts.rules.targets import mask_url
 from cxpulse.domain.metrics import METRICS
 from cxpulse.live.feed import ChangeFeed
 from cxpulse.notify.dispatcher import Dispatcher, default_client

@@ -18,7 +18,9 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from cxpulse.domain.alerts.rules import ResponseRule, Rule, RuleError, parse_rule, rule_to_json
+from cxpulse.domain.alerts.rules.errors import RuleError
+from cxpulse.domain.alerts.rules.response import ResponseRule
+from cxpulse.domain.alerts.rules.rule import Rule, parse_rule, rule_to_json
 
 log = logging.getLogger("cxpulse.bus.rules")
 

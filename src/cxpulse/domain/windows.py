@@ -88,3 +88,12 @@ def parse_duration(text: object, *, name: str, allow_zero: bool = False) -> int:
     if ms > MAX_WINDOW_MS:
         raise WindowError(f"{name} must be at most 400d; got {text!r}")
     return ms
+
+
+def format_duration(ms: int) -> str:
+    """The shortest `integer + unit` spelling of a duration (`300000` → `5m`, `0` → `0s`): what
+    `parse_duration` reads back to the same milliseconds."""
+    for unit in ("d", "h", "m"):
+        if ms and ms % UNIT_MS[unit] == 0:
+            return f"{ms // UNIT_MS[unit]}{unit}"
+    return f"{ms // UNIT_MS['s']}s"

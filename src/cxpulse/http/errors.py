@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cxpulse.alerts.service import RuleExists, UnknownRule
 from cxpulse.bus.base import BusUnavailable
-from cxpulse.domain.alerts.rules import RuleError
+from cxpulse.domain.alerts.rules.errors import RuleError
 from cxpulse.domain.metrics import UnknownMetric
 from cxpulse.http.body import BodyError
 from cxpulse.reading.base import QueryError

@@ -18,7 +18,7 @@ from typing import Any, Literal, Protocol
 import orjson
 
 from cxpulse.domain.alerts.payloads import slack_payload
-from cxpulse.domain.alerts.rules import Target
+from cxpulse.domain.alerts.rules.targets import Target
 from cxpulse.store.base import Store
 
 Kind = Literal["alert", "response"]

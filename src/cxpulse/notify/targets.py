@@ -1,12 +1,12 @@
 """The network side of the notification-target policy: DNS resolution, and the policy the settings ask for
-(`CXPULSE_WEBHOOK_ALLOW_PRIVATE`). The rule itself is `domain.alerts.rules.check_target_url`."""
+(`CXPULSE_WEBHOOK_ALLOW_PRIVATE`). The rule itself is `domain.alerts.rules.targets.check_target_url`."""
 
 from __future__ import annotations
 
 import socket
 
 from cxpulse.config import Settings
-from cxpulse.domain.alerts.rules import TargetPolicy
+from cxpulse.domain.alerts.rules.targets import TargetPolicy
 
 
 def resolve_host(host: str) -> list[str]:

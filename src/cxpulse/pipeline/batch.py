@@ -32,7 +32,7 @@ from typing import Any
 
 from cxpulse.domain.alerts.payloads import response_payload
 from cxpulse.domain.alerts.responses import cooldown_allows, notification_id, response_matches
-from cxpulse.domain.alerts.rules import ResponseRule
+from cxpulse.domain.alerts.rules.response import ResponseRule
 from cxpulse.domain.events import STATEFUL_TYPES, Event, EventType
 from cxpulse.domain.state import FACT_ID, CustomerState, FactRow, apply, current_facts, new_state
 from cxpulse.notify.outbox import Notification

@@ -25,7 +25,9 @@ from typing import Any
 
 import orjson
 
-from cxpulse.domain.alerts.rules import ResponseRule, RuleError, parse_rule
+from cxpulse.domain.alerts.rules.errors import RuleError
+from cxpulse.domain.alerts.rules.response import ResponseRule
+from cxpulse.domain.alerts.rules.rule import parse_rule
 from cxpulse.domain.state import FactRow
 from cxpulse.notify.outbox import Notification, Outbox, StoreOutbox
 from cxpulse.pipeline.batch import EventRow, Step

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from cxpulse.domain.alerts.rules import ResponseRule
+from cxpulse.domain.alerts.rules.response import ResponseRule
 from cxpulse.domain.events import STATEFUL_TYPES, Event, EventType
 from cxpulse.domain.state import CASES, FACT_ID, SUBSCRIPTIONS, TRIALS, CustomerState, FactRow
 from cxpulse.notify.outbox import Notification, Outbox

@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from cxpulse.domain.alerts.ids import notification_id
-from cxpulse.domain.alerts.rules import THRESHOLD_OPS, MetricRule, Op
+from cxpulse.domain.alerts.rules.metric import THRESHOLD_OPS, MetricRule, Op
 
 Reading = Mapping[str, Any]
 Notify = Literal["firing", "resolved"]

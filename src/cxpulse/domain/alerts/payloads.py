@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cxpulse.domain.alerts.evaluation import Transition
-from cxpulse.domain.alerts.rules import MetricRule, ResponseRule, condition_to_json
+from cxpulse.domain.alerts.rules.metric import MetricRule, condition_to_json
+from cxpulse.domain.alerts.rules.response import ResponseRule
 from cxpulse.domain.events import Event
 
 READING_FIELDS = ("value", "n", "ci", "previous", "delta", "significant")

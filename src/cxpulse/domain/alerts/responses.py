@@ -8,7 +8,7 @@ same id and the outbox delivers it once.
 from __future__ import annotations
 
 from cxpulse.domain.alerts import ids
-from cxpulse.domain.alerts.rules import ResponseRule
+from cxpulse.domain.alerts.rules.response import ResponseRule
 from cxpulse.domain.events import Event, EventType
 from cxpulse.domain.windows import UNIT_MS
 
