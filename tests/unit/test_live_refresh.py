@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from cxpulse.live.feed import ChangeFeed
+from cxpulse.live.pacing import Pacer
 from cxpulse.live.refresh import refresh_on_change
 from cxpulse.store.instrumented import InstrumentedStore
 
@@ -115,3 +117,59 @@ def test_the_instrumented_store_reports_inserts_and_queries_and_delegates() -> N
     assert len(queries) == 1  # a failed query reports nothing
     store.database = "other"
     assert inner.database == "other" and store.database == "other"
+
+
+# --- pacing -----------------------------------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_pacer_reads_at_most_once_per_interval_while_reads_are_quick() -> None:
+    clock = Clock()
+    pacer = Pacer(1.0, share=0.25, clock=clock)
+    assert pacer.pause() == 0  # the first read starts at once
+    pacer.started()
+    clock.now += 0.05
+    pacer.ended()
+    assert pacer.pause() == pytest.approx(0.95)  # the interval, counted from the start of the read
+    clock.now += 2
+    assert pacer.pause() == 0
+
+
+def test_the_pacer_keeps_slow_reads_to_a_share_of_a_thread() -> None:
+    clock = Clock()
+    pacer = Pacer(1.0, share=0.25, clock=clock)
+    pacer.started()
+    clock.now += 2.0  # a reading slowed down by load
+    pacer.ended()
+    assert pacer.pause() == pytest.approx(6.0)  # busy 2 s of every 8 s
+    with pytest.raises(ValueError):
+        Pacer(1.0, share=0)
+
+
+def test_slow_refreshes_are_spaced_out_under_a_stream_of_changes() -> None:
+    feed = ChangeFeed()
+    starts: list[float] = []
+
+    def slow() -> None:
+        starts.append(time.monotonic())
+        time.sleep(0.3)
+
+    async def go() -> None:
+        task = asyncio.create_task(refresh_on_change(feed, slow, min_interval_s=0.1, every_s=60))
+        for _ in range(40):  # commits all the time
+            feed.notify()
+            await asyncio.sleep(0.05)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(go())
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert len(starts) >= 2
+    assert min(gaps) >= 0.3 + 3 * 0.3 - 0.05  # the read, then three times its length idle (share 0.25)

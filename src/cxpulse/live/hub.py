@@ -25,6 +25,7 @@ from sse_starlette import ServerSentEvent
 
 from cxpulse.domain.metrics import Filters
 from cxpulse.live.feed import ChangeFeed
+from cxpulse.live.pacing import Pacer
 
 log = logging.getLogger("cxpulse.live")
 
@@ -165,10 +166,12 @@ class PulseHub:
             self._fan_out(state, frame)
 
     async def _run(self, view: View, state: _ViewState) -> None:
-        """Read `view` now, then after every change (at most once per `min_interval_s`) and at least
-        every `heartbeat_s`; push when the readings changed or a heartbeat is due."""
+        """Read `view` now, then after every change (at most once per `min_interval_s`, less often when
+        reads get slow: `Pacer`) and at least every `heartbeat_s`; push when the readings changed or a
+        heartbeat is due."""
         seen = -1
-        last_read = last_push = float("-inf")
+        last_push = float("-inf")
+        pacer = Pacer(self.min_interval_s)
         while state.subscribers:
             now = time.monotonic()
             heartbeat_due = last_push + self.heartbeat_s
@@ -176,17 +179,19 @@ class PulseHub:
                 version = await self.feed.wait(seen, max(0.0, heartbeat_due - now))
                 if version == seen and time.monotonic() < heartbeat_due:
                     continue
-            pause = last_read + self.min_interval_s - time.monotonic()
+            pause = pacer.pause()
             if pause > 0:
                 await asyncio.sleep(pause)
             seen = self.feed.version  # changes after this point trigger another read
-            last_read = time.monotonic()
+            pacer.started()
             try:
                 body = await asyncio.to_thread(self.read, view)
             except Exception:
                 log.exception("live read of %s failed; retrying after the next change or heartbeat", view)
                 last_push = time.monotonic()
                 continue
+            finally:
+                pacer.ended()
             self.reads += 1
             readings = body.get("readings")
             if readings == state.readings and time.monotonic() < heartbeat_due:
