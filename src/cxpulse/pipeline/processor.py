@@ -4,10 +4,10 @@ Each batch goes through the shared `batch.step` (dedup against the store's ids, 
 then: insert events (the durable point: a 202 may be sent after this) → facts, rollups and keyed state
 behind. A flush writes the changed facts (signed rows: the previous version retracted, then upserts),
 catches the rollups up with the stored batches (unless a background loop does: `roll_in_flush`), then
-writes the changed state together with the checkpoint. After a crash anywhere past the events insert, `recover()` replays the batches after the last
-checkpoint; the step is idempotent, so replaying is safe, and the signed fact rows of the replayed
-customers are reconciled with what the store holds. A large replay (a bulk import) is derived in SQL
-instead (`store.bulk_state`).
+writes the changed state together with the checkpoint. After a crash anywhere past the events insert,
+`recover()` replays the batches after the last checkpoint; the step is idempotent, so replaying is safe,
+and the signed fact rows of the replayed customers are reconciled with what the store holds. A large
+replay (a bulk import) is derived in SQL instead (`store.bulk_state`).
 
 Keyed state is loaded lazily: the states a batch needs are looked up by key before it is folded, kept in
 memory while they may change, and dropped once saved when too many are held.
