@@ -23,10 +23,11 @@ from standardwebhooks import Webhook
 
 from cxpulse.domain.alerts.evaluation import RuleState, evaluate
 from cxpulse.domain.alerts.payloads import alert_payload
-from cxpulse.domain.alerts.rules.metric import Direction, MetricRule
+from cxpulse.domain.alerts.rules.metric import MetricRule
 from cxpulse.domain.alerts.rules.response import ResponseRule
 from cxpulse.domain.alerts.rules.rule import parse_rule, rule_to_json
 from cxpulse.domain.alerts.rules.targets import Target
+from cxpulse.domain.metrics import Direction
 from cxpulse.notify.dispatcher import Dispatcher
 from cxpulse.notify.outbox import AttemptRecord, Delivery, Notification, Status, StoreOutbox
 from cxpulse.notify.schedule import Schedule
@@ -36,7 +37,7 @@ from cxpulse.store.base import Store
 from cxpulse.store.chdb_store import ChdbStore
 
 SECRET = "whsec_" + base64.b64encode(b"cx-pulse-test-secret-32-bytes!!!").decode()
-DIRECTIONS = {"nps": Direction.HIGHER, "ces": Direction.LOWER}
+DIRECTIONS = {"nps": Direction.HIGHER_IS_BETTER, "ces": Direction.LOWER_IS_BETTER}
 FAST = Schedule(base_s=0.05, cap_s=1.0, max_attempts=6, jitter=0.0)
 
 

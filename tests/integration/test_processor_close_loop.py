@@ -8,10 +8,10 @@ import time
 from typing import Any
 
 from cxpulse.domain.alerts.responses import notification_id
-from cxpulse.domain.alerts.rules.metric import Direction
 from cxpulse.domain.alerts.rules.response import ResponseRule
 from cxpulse.domain.alerts.rules.rule import parse_rule
 from cxpulse.domain.events import Event
+from cxpulse.domain.metrics import Direction
 from cxpulse.notify.outbox import StoreOutbox
 from cxpulse.pipeline.processor import Processor
 from cxpulse.store.repository import Repository
@@ -29,7 +29,7 @@ def rule() -> ResponseRule:
             "survey": "nps",
             "notify": [{"url": "https://hooks.example/x"}],
         },
-        metrics={"nps": Direction.HIGHER},
+        metrics={"nps": Direction.HIGHER_IS_BETTER},
         rule_id="rr",
     )
     assert isinstance(parsed, ResponseRule)

@@ -10,12 +10,17 @@ from typing import Any
 import pytest
 
 from cxpulse.domain.alerts.evaluation import AlertState, RuleState, Transition, evaluate
-from cxpulse.domain.alerts.rules.metric import Direction, MetricRule
+from cxpulse.domain.alerts.rules.metric import MetricRule
 from cxpulse.domain.alerts.rules.rule import parse_rule
 from cxpulse.domain.metrics import METRICS as KPIS
+from cxpulse.domain.metrics import Direction
 from cxpulse.domain.metrics import reading as kpi_reading
 
-DIRECTIONS = {"nps": Direction.HIGHER, "ces": Direction.LOWER, "resolution_time": Direction.LOWER}
+DIRECTIONS = {
+    "nps": Direction.HIGHER_IS_BETTER,
+    "ces": Direction.LOWER_IS_BETTER,
+    "resolution_time": Direction.LOWER_IS_BETTER,
+}
 T0 = 1_793_491_200_000  # 2026-11-01T00:00:00Z
 OK, PENDING, FIRING, NO_DATA = "ok", "pending", "firing", "no_data"
 Row = tuple[int, dict[str, Any], str, str | None]  # (seconds after T0, reading, state after, notification)

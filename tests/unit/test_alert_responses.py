@@ -17,12 +17,13 @@ from cxpulse.domain.alerts.responses import (
     notification_id,
     response_matches,
 )
-from cxpulse.domain.alerts.rules.metric import Direction, MetricRule
+from cxpulse.domain.alerts.rules.metric import MetricRule
 from cxpulse.domain.alerts.rules.response import ResponseRule
 from cxpulse.domain.alerts.rules.rule import parse_rule
 from cxpulse.domain.events import Event
+from cxpulse.domain.metrics import Direction
 
-DIRECTIONS = {"nps": Direction.HIGHER, "ces": Direction.LOWER}
+DIRECTIONS = {"nps": Direction.HIGHER_IS_BETTER, "ces": Direction.LOWER_IS_BETTER}
 NOW = 1_793_491_200_000
 DAY = 86_400_000
 

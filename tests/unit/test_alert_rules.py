@@ -12,13 +12,18 @@ from typing import Any
 import pytest
 
 from cxpulse.domain.alerts.rules.errors import RuleError
-from cxpulse.domain.alerts.rules.metric import Condition, Direction, MetricRule, Op
+from cxpulse.domain.alerts.rules.metric import Condition, MetricRule, Op
 from cxpulse.domain.alerts.rules.response import ResponseRule
 from cxpulse.domain.alerts.rules.rule import parse_rule, rule_to_json
 from cxpulse.domain.alerts.rules.targets import Target, check_target_url, mask_secret, mask_url
+from cxpulse.domain.metrics import Direction
 from cxpulse.domain.windows import WindowError, parse_duration, parse_window
 
-METRICS = {"nps": Direction.HIGHER, "csat": Direction.HIGHER, "ces": Direction.LOWER}
+METRICS = {
+    "nps": Direction.HIGHER_IS_BETTER,
+    "csat": Direction.HIGHER_IS_BETTER,
+    "ces": Direction.LOWER_IS_BETTER,
+}
 SECRET = "whsec_" + base64.b64encode(bytes(range(32))).decode()
 
 
@@ -56,7 +61,7 @@ def test_a_minimal_metric_rule_gets_the_spec_defaults() -> None:
         severity="warning",
         notify=(),
         enabled=True,
-        direction=Direction.HIGHER,
+        direction=Direction.HIGHER_IS_BETTER,
     )
     assert rule.recover_limit == 20
 

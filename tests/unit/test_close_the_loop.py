@@ -10,16 +10,16 @@ from typing import Any
 import orjson
 
 from cxpulse.domain.alerts.responses import notification_id
-from cxpulse.domain.alerts.rules.metric import Direction
 from cxpulse.domain.alerts.rules.response import ResponseRule
 from cxpulse.domain.alerts.rules.rule import parse_rule
 from cxpulse.domain.events import Event
+from cxpulse.domain.metrics import Direction
 from cxpulse.domain.state import CustomerState, new_state
 from cxpulse.pipeline.batch import Delivery, Step, step
 
 NOW = 1_793_491_200_000
 MINUTE, HOUR, DAY = 60_000, 3_600_000, 86_400_000
-DIRECTIONS = {"nps": Direction.HIGHER}
+DIRECTIONS = {"nps": Direction.HIGHER_IS_BETTER}
 HOOK = [{"type": "webhook", "url": "https://hooks.example/cx"}]
 
 

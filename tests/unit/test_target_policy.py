@@ -9,12 +9,12 @@ import pytest
 
 from cxpulse.config import Settings
 from cxpulse.domain.alerts.rules.errors import RuleError
-from cxpulse.domain.alerts.rules.metric import Direction
 from cxpulse.domain.alerts.rules.rule import parse_rule
 from cxpulse.domain.alerts.rules.targets import TargetPolicy, check_target_url
+from cxpulse.domain.metrics import Direction
 from cxpulse.notify.targets import resolve_host, target_policy
 
-DIRECTIONS = {"nps": Direction.HIGHER}
+DIRECTIONS = {"nps": Direction.HIGHER_IS_BETTER}
 FAKE_DNS = {
     "internal.corp.test": ["10.0.0.5"],
     "metadata.cloud.test": ["169.254.169.254"],

@@ -37,11 +37,11 @@ from cxpulse.config import Settings
 from cxpulse.domain.alerts.evaluation import AlertState, RuleState, Transition
 from cxpulse.domain.alerts.payloads import iso_ms
 from cxpulse.domain.alerts.rules.errors import RuleError
-from cxpulse.domain.alerts.rules.metric import Direction, MetricRule
+from cxpulse.domain.alerts.rules.metric import MetricRule
 from cxpulse.domain.alerts.rules.response import ResponseRule
 from cxpulse.domain.alerts.rules.rule import Rule, parse_rule, rule_to_json
 from cxpulse.domain.alerts.rules.targets import mask_url
-from cxpulse.domain.metrics import METRICS
+from cxpulse.domain.metrics import METRICS, Direction
 from cxpulse.live.feed import ChangeFeed
 from cxpulse.notify.dispatcher import Dispatcher, default_client
 from cxpulse.notify.outbox import AttemptRecord, Delivery, Kind, StoreOutbox
@@ -77,7 +77,7 @@ class RuleExists(ValueError):
 
 def directions() -> dict[str, Direction]:
     """Each metric's direction, from the metric registry (what `worsen` / `improve` and `change` follow)."""
-    return {m.id: Direction(m.direction.value) for m in METRICS.values()}
+    return {m.id: m.direction for m in METRICS.values()}
 
 
 class AlertService:

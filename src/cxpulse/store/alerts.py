@@ -13,8 +13,8 @@ from typing import Any
 import orjson
 
 from cxpulse.domain.alerts.evaluation import RuleState, Transition
-from cxpulse.domain.alerts.rules.metric import Direction
 from cxpulse.domain.alerts.rules.rule import Rule, parse_rule, rule_to_json
+from cxpulse.domain.metrics import Direction
 from cxpulse.store.base import Store
 
 

@@ -16,14 +16,8 @@ from typing import Any, Literal
 from cxpulse.domain.alerts.rules.errors import MISSING, FieldErrors, RuleError
 from cxpulse.domain.alerts.rules.shared_fields import SharedFields
 from cxpulse.domain.alerts.rules.targets import Target, target_to_json
+from cxpulse.domain.metrics import Direction
 from cxpulse.domain.windows import UNIT_MS, WindowError, format_duration, parse_duration, parse_window
-
-
-class Direction(StrEnum):
-    """Which way a metric gets better (the metric registry says it per metric)."""
-
-    HIGHER = "higher"
-    LOWER = "lower"
 
 
 class Op(StrEnum):
@@ -71,16 +65,16 @@ class MetricRule:
     notify: tuple[Target, ...] = ()
     enabled: bool = True
     #: The metric's direction when the rule was parsed (decides `worsen` / `improve` and `change`).
-    direction: Direction = Direction.HIGHER
+    direction: Direction = Direction.HIGHER_IS_BETTER
 
     @property
     def op(self) -> Op:
         """The effective comparison: `below`, `above`, `decrease` or `increase`."""
         op = self.condition.op
         if op is Op.WORSEN:
-            return Op.DECREASE if self.direction is Direction.HIGHER else Op.INCREASE
+            return Op.DECREASE if self.direction is Direction.HIGHER_IS_BETTER else Op.INCREASE
         if op is Op.IMPROVE:
-            return Op.INCREASE if self.direction is Direction.HIGHER else Op.DECREASE
+            return Op.INCREASE if self.direction is Direction.HIGHER_IS_BETTER else Op.DECREASE
         return op
 
     @property
@@ -101,7 +95,7 @@ class MetricRule:
         worse); None for a threshold rule."""
         if self.op in THRESHOLD_OPS:
             return None
-        up_is_good = self.direction is Direction.HIGHER
+        up_is_good = self.direction is Direction.HIGHER_IS_BETTER
         return "better" if (self.op is Op.INCREASE) == up_is_good else "worse"
 
 
@@ -144,7 +138,7 @@ def parse_metric_rule(
             window_ms = parse_window(window)
         except WindowError as exc:
             errors.add("window", str(exc))
-    direction = metrics.get(metric or "", Direction.HIGHER)
+    direction = metrics.get(metric or "", Direction.HIGHER_IS_BETTER)
     condition = _condition(data.get("condition", MISSING), errors)
     recover = errors.number(data, "recover", "recover")
     if condition is not None and recover is not None:

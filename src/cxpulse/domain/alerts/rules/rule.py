@@ -11,10 +11,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from cxpulse.domain.alerts.rules.errors import FieldErrors, RuleError
-from cxpulse.domain.alerts.rules.metric import Direction, MetricRule, metric_rule_to_json, parse_metric_rule
+from cxpulse.domain.alerts.rules.metric import MetricRule, metric_rule_to_json, parse_metric_rule
 from cxpulse.domain.alerts.rules.response import ResponseRule, parse_response_rule, response_rule_to_json
 from cxpulse.domain.alerts.rules.shared_fields import parse_shared_fields
 from cxpulse.domain.alerts.rules.targets import TargetPolicy
+from cxpulse.domain.metrics import Direction
 
 Rule = MetricRule | ResponseRule
 
