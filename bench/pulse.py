@@ -75,7 +75,7 @@ def worker_sqlprofile(data_dir: str, reps: int) -> dict[str, Any]:
     from cxpulse.store import migrate
     from cxpulse.store.chdb_store import ChdbStore
     from cxpulse.store.repository import Repository
-    from cxpulse.store.rollups import RawSQL
+    from cxpulse.store.snapshot import RawSQL
 
     store = ChdbStore(data_dir)
     migrate(store)

@@ -28,7 +28,7 @@ from cxpulse.pipeline.processor import Processor
 from cxpulse.reading import PulseReader
 from cxpulse.store.base import Store
 from cxpulse.store.repository import Repository
-from cxpulse.store.rollups import RawSQL, read_view, rollups_readable
+from cxpulse.store.snapshot import RawSQL, read_view, rollups_readable
 from services.embedded import EmbeddedRuntime
 from tests.conftest import T0, iso, ms, validated
 
@@ -337,15 +337,15 @@ def test_a_flush_cut_short_after_the_signed_rows_is_reconciled(rt: EmbeddedRunti
     rt.processor = Processor(Repository(rt.store))  # the crashed one is gone
     fresh = Processor(Repository(rt.store))
     assert fresh.recover() > 0
-    held = fresh.rollups.net_facts(["c1"])
+    held = fresh.signed_facts.net_facts(["c1"])
     assert all(net == 1 for _, _, net in held)
     assert len(held) == 4  # cases a and b, trials a and b
-    ((subscriber, net),) = fresh.rollups.net_subscribers(["c1"])
+    ((subscriber, net),) = fresh.signed_facts.net_subscribers(["c1"])
     assert net == 1 and len(subscriber["started"]) == 2  # starts a and b
     compare(rt.store, [AT, AT - 8 * DAY + HOUR], [DAY, 7 * DAY, 30 * DAY], series=False)
     assert Processor(Repository(rt.store)).recover() == 0
-    assert fresh.rollups.net_facts(["c1"]) == held
-    assert fresh.rollups.net_subscribers(["c1"]) == [(subscriber, 1)]
+    assert fresh.signed_facts.net_facts(["c1"]) == held
+    assert fresh.signed_facts.net_subscribers(["c1"]) == [(subscriber, 1)]
 
 
 def test_events_stored_behind_the_processor_are_caught_up_at_recovery(rt: EmbeddedRuntime) -> None:

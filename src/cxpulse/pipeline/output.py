@@ -34,7 +34,7 @@ from cxpulse.pipeline.batch import EventRow, Step
 from cxpulse.store.alerts import AlertRepository
 from cxpulse.store.base import Store
 from cxpulse.store.repository import Repository
-from cxpulse.store.rollups import mark_distributed
+from cxpulse.store.snapshot import mark_distributed
 
 log = logging.getLogger("cxpulse.pipeline.output")
 

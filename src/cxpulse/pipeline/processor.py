@@ -35,7 +35,8 @@ from cxpulse.notify.outbox import Notification, Outbox
 from cxpulse.pipeline.batch import Delivery, FactKey, PublishResult, Step, close_loop, fold, step
 from cxpulse.store.bulk_state import BulkState, fold_bulk_state, is_bulk
 from cxpulse.store.repository import Repository
-from cxpulse.store.rollups import Rollups, Subscriber, content, subscriber
+from cxpulse.store.rollups import Rollups
+from cxpulse.store.signed_facts import SignedFacts, Subscriber, content, subscriber
 
 #: Where a fact's holder lives in its customer's state; the processor notes in it (`flushed`) the content
 #: it last wrote to the signed fact tables, which the next change retracts.
@@ -87,6 +88,7 @@ class Processor:
         self.outbox = outbox
         self.on_notify = on_notify
         self.rollups = Rollups(repo.store)
+        self.signed_facts = SignedFacts(repo.store)
         self.states: dict[str, CustomerState] = {}
         self.flush_interval_s = flush_interval_s
         #: Rollups are caught up at most this often (readings take the batches they do not cover yet from
@@ -172,9 +174,9 @@ class Processor:
         facts their state now emits, and the difference written.
         """
         held: dict[tuple[str, str, str], list[tuple[Any, int]]] = {}
-        for table, row, net in self.rollups.net_facts(customer_ids):
+        for table, row, net in self.signed_facts.net_facts(customer_ids):
             held.setdefault((table, row["customer_id"], row[FACT_ID[table]]), []).append((row, net))
-        for row, net in self.rollups.net_subscribers(customer_ids):
+        for row, net in self.signed_facts.net_subscribers(customer_ids):
             held.setdefault((SUBSCRIPTIONS, row["customer_id"], ""), []).append((row, net))
         facts: list[tuple[str, FactRow | None, FactRow | None]] = []
         subscribers: list[tuple[Subscriber | None, Subscriber | None]] = []
@@ -196,8 +198,8 @@ class Processor:
                 subscribers += _differences("", rows, None)
             else:
                 facts += _differences(table, rows, None)
-        self.rollups.write_facts(facts)
-        self.rollups.write_subscribers(subscribers)
+        self.signed_facts.write_facts(facts)
+        self.signed_facts.write_subscribers(subscribers)
 
     def process(self, events: Sequence[Event], received_ms: Sequence[int] | None = None) -> PublishResult:
         """Store `events` exactly once and update everything derived from them. `received_ms`: when each
@@ -315,13 +317,13 @@ class Processor:
             holder = self.states[cid][_HOLDERS[table]][fact_id]
             if holder.get(FLUSHED) != holder["emitted"]:
                 changed.append((holder, table, cid))
-        self.rollups.write_facts(
+        self.signed_facts.write_facts(
             (table, _signed(table, holder.get(FLUSHED), cid), _signed(table, holder["emitted"], cid))
             for holder, table, cid in changed
             if table != SUBSCRIPTIONS
         )
         subscribers = sorted({cid for _, table, cid in changed if table == SUBSCRIPTIONS})
-        self.rollups.write_subscribers(
+        self.signed_facts.write_subscribers(
             (_subscriber(self.states[cid], cid, FLUSHED), _subscriber(self.states[cid], cid, "emitted"))
             for cid in subscribers
         )

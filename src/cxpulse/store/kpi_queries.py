@@ -13,7 +13,7 @@ Two query shapes, both a single scan:
 
 Filter values and numbers are bound as query parameters; identifiers are fixed here.
 
-When this process keeps the store's rollups (`rollups.read_view`), the same statistics come from them
+When this process keeps the store's rollups (`snapshot.read_view`), the same statistics come from them
 instead (`rollup_reads`: event families from day/hour buckets plus raw edges, fact families from the signed,
 time-ordered fact tables); the raw SQL here stays the reference and the path of distributed stores.
 """
@@ -27,7 +27,7 @@ from cxpulse.domain.metrics import SPAN_END, Dimension, Family, Filters, Metric,
 from cxpulse.domain.windows import Grid, Span
 from cxpulse.store import rollup_reads
 from cxpulse.store.base import Store
-from cxpulse.store.rollups import View, read_view
+from cxpulse.store.snapshot import View, read_view
 
 NO_GROUP = ""
 _FAR = "9223372036854775807"

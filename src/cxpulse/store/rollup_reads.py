@@ -27,7 +27,8 @@ from cxpulse.domain.metrics import Dimension, Family, Filters, Metric
 from cxpulse.domain.windows import Grid, Span
 from cxpulse.store.base import Store
 from cxpulse.store.pieces import Range, padded, split, where_ranges
-from cxpulse.store.rollups import ACTIVE_TABLES, COUNTS_TABLES, View, dims_mask, dims_set
+from cxpulse.store.rollups import ACTIVE_TABLES, COUNTS_TABLES, dims_mask, dims_set
+from cxpulse.store.snapshot import View
 
 #: Grids with more spans than this are read raw (each rollup row is matched against every span).
 MAX_SPANS = 64
