@@ -66,6 +66,8 @@ log = logging.getLogger("cxpulse.aggregator")
 
 CUSTOMERS = "customers"
 TABLES = (CUSTOMERS,)
+#: How often the worker looks for messages the stream left undelivered (see `gaps`).
+TAIL_CHECK_S = 1.0
 
 #: A `customers` table value: {"ids": {event_id: "partition:offset"}, "state": CustomerState}.
 Entry = dict[str, Any]
@@ -166,6 +168,9 @@ def build_app(settings: Settings, partitions: int, metrics: ServiceMetrics | Non
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
+        # Faust's default is 20 minutes: a produce request that gets no answer would hold the batch that
+        # long without a word; failing sooner lets `retrying` log it and send again.
+        producer_request_timeout=30.0,
         # Faust's default is 60 s: a SIGKILLed worker's partitions would wait that long for a new owner.
         broker_session_timeout=settings.kafka_session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_s / 5),
@@ -201,40 +206,78 @@ def build_app(settings: Settings, partitions: int, metrics: ServiceMetrics | Non
             acks.append(await app.producer.send(changelog, key, value, partition, None, None))
         await asyncio.gather(*acks)
 
+    steps = asyncio.Lock()  # one batch at a time: the stream's, or one the guard read back
+
+    async def handle(events: list[EventT[Any]]) -> None:
+        """A batch's steps after the gap check; each retried until it works (a partly applied batch is
+        just a redelivery), so a batch never ends half written."""
+        process = partial(batch.process, responses=rules.response_rules())
+        result = await retrying("processing a batch", partial(_now, process, events))
+        if result.entries:
+            await retrying("writing the table changelog", partial(persist, result.entries))
+        if result.dead:
+            dead = [(fevent.message, letter) for fevent, letter in result.dead]
+            await retrying(
+                "publishing to the DLQ", partial(route_dead_letters, send, settings.dlq_topic, dead)
+            )
+            metrics.events_dlq.inc(len(dead))
+        if result.outputs:
+            await retrying("writing the batch output", partial(sink, result.outputs))
+
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(sender: Any, assigned: set[Any], **_: Any) -> None:
         mine = sorted(tp.partition for tp in assigned if tp.topic == settings.topic)
         log.info("assigned %s partitions %s", settings.topic, mine)
-        await guard.on_assigned(mine)
+        async with steps:
+            await guard.on_assigned(mine)
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
+        # after the batch in progress, if the guard is handling one: its writes land before the new owner
+        # of the partitions recovers them
+        async with steps:
+            guard.on_revoked(tp.partition for tp in revoked if tp.topic == settings.topic)
 
     @app.agent(source, concurrency=1)
     async def process(stream: faust.StreamT[bytes]) -> None:
         # take_events (not take): the batch's events, for their partition/offset/timestamp. It acks the
         # batch after the body (on a graceful stop Faust waits for unacked events first), but also in a
-        # `finally`: an exception escaping the body would skip the batch, hence the retries below.
+        # `finally`: an exception escaping the body would skip the batch, hence the retries in `handle`.
         # (noack_take + acking ourselves looked safer, but stalled a worker after a rebalance once.)
         take = stream.take_events  # type: ignore[attr-defined]
         async for fetched in take(settings.batch_size, within=settings.batch_within_s):
             # The first batch waits until every rule published so far is known. Inside the loop, not
             # before it: messages Faust dispatches before the agent iterates its stream are lost.
             await rules.ready.wait()
-            events: list[EventT[Any]] = await retrying(
-                "checking for skipped offsets", partial(guard.fill, fetched)
-            )
+            async with steps:
+                events = await retrying("checking for skipped offsets", partial(guard.fill, fetched))
+                await handle(events)
 
-            # Retry rather than crash: a partly applied batch is just a redelivery.
-            process = partial(batch.process, responses=rules.response_rules())
-            result = await retrying("processing a batch", partial(_now, process, events))
-            if result.entries:
-                await retrying("writing the table changelog", partial(persist, result.entries))
-            if result.dead:
-                dead = [(fevent.message, letter) for fevent, letter in result.dead]
-                await retrying(
-                    "publishing to the DLQ", partial(route_dead_letters, send, settings.dlq_topic, dead)
-                )
-                metrics.events_dlq.inc(len(dead))
-            if result.outputs:
-                await retrying("writing the batch output", partial(sink, result.outputs))
+    async def read_stalled_tails() -> None:
+        """Every second: messages the stream has left undelivered for `gaps.STALL_S` are read by the
+        guard and handled here (Faust can drop buffered messages on a rebalance with nothing after them
+        to reveal the hole)."""
+        try:
+            while True:
+                await asyncio.sleep(TAIL_CHECK_S)
+                # only while the streams flow: during a rebalance or table recovery the state is not whole
+                if app.rebalancing or not app.flow_control.is_active() or not rules.ready.is_set():
+                    continue
+                async with steps:
+                    if app.rebalancing or not app.flow_control.is_active():
+                        continue
+                    try:
+                        holes = await guard.stalled()
+                        events = await guard.read(holes) if holes else []
+                    except Exception as exc:  # a broker hiccup: look again at the next check
+                        log.warning("checking the stream's tail failed: %r", exc)
+                        continue
+                    if events:
+                        await handle(events)
+        finally:
+            await guard.close()
+
+    app.task(read_stalled_tails)
 
     return app
 
