@@ -3,7 +3,9 @@
 One agent (concurrency=1: faust-streaming#606 can skip an offset with more) reads `cx.events` in
 `take_events` batches, acked after the loop body, which returns only once the batch's output is
 durable, so delivery is at-least-once; every write is idempotent (see `pipeline.output`), so a
-redelivered batch changes nothing. Per message:
+redelivered batch changes nothing. Offsets the stream leaves out (a Faust bug around rebalances) are read
+back by `gaps.GapGuard`: in front of a batch, or as a batch of their own when the stream stops short of a
+partition's end. Per message:
 
 1. decode + `validate_event` (judged at the message timestamp, so a redelivery is judged the same);
    undecodable / invalid → `cx.events.dlq` (original key and bytes, reason in headers) and go on;

@@ -163,9 +163,17 @@ class GapGuard:
         out: list[Any] = []
         tps = {p: TopicPartition(self.topic, p) for p in holes}
         consumer.assign(list(tps.values()))
-        for p, (start, _) in holes.items():
-            consumer.seek(tps[p], start)
-        pending = dict(holes)
+        try:
+            for p, (start, _) in holes.items():
+                consumer.seek(tps[p], start)
+            await self._fetch(consumer, tps, dict(holes), out)
+        finally:
+            consumer.unsubscribe()  # no prefetching of partitions nobody reads until the next hole
+        return out
+
+    async def _fetch(
+        self, consumer: AIOKafkaConsumer, tps: dict[int, TopicPartition], pending: Holes, out: list[Any]
+    ) -> None:
         while pending:
             fetched = await consumer.getmany(*[tps[p] for p in pending], timeout_ms=1000)
             for tp, records in fetched.items():
@@ -184,7 +192,6 @@ class GapGuard:
             for p in list(pending):
                 if await consumer.position(tps[p]) >= pending[p][1]:
                     pending.pop(p)
-        return out
 
 
 def _ranges(holes: Holes) -> dict[int, str]:
