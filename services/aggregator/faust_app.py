@@ -262,11 +262,10 @@ def build_app(settings: Settings, partitions: int, metrics: ServiceMetrics | Non
         try:
             while True:
                 await asyncio.sleep(TAIL_CHECK_S)
-                # only while the streams flow: during a rebalance or table recovery the state is not whole
-                if app.rebalancing or not app.flow_control.is_active() or not rules.ready.is_set():
-                    continue
                 async with steps:
-                    if app.rebalancing or not app.flow_control.is_active():
+                    # only while the streams flow: during a rebalance or table recovery the state is not
+                    # whole (checked under the lock: a revoke waits for it)
+                    if app.rebalancing or not app.flow_control.is_active() or not rules.ready.is_set():
                         continue
                     try:
                         holes = await guard.stalled()

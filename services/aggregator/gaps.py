@@ -160,38 +160,38 @@ class GapGuard:
 
     async def _read(self, holes: Holes) -> list[Any]:
         consumer = await self._consumer()
-        out: list[Any] = []
         tps = {p: TopicPartition(self.topic, p) for p in holes}
         consumer.assign(list(tps.values()))
         try:
             for p, (start, _) in holes.items():
                 consumer.seek(tps[p], start)
-            await self._fetch(consumer, tps, dict(holes), out)
+            return await _fetch(consumer, tps, dict(holes))
         finally:
             consumer.unsubscribe()  # no prefetching of partitions nobody reads until the next hole
-        return out
 
-    async def _fetch(
-        self, consumer: AIOKafkaConsumer, tps: dict[int, TopicPartition], pending: Holes, out: list[Any]
-    ) -> None:
-        while pending:
-            fetched = await consumer.getmany(*[tps[p] for p in pending], timeout_ms=1000)
-            for tp, records in fetched.items():
-                end = pending[tp.partition][1]
-                for r in records:
-                    if r.offset < end:
-                        out.append(
-                            RefetchedEvent(
-                                RefetchedMessage(
-                                    r.topic, r.partition, r.offset, r.timestamp / 1000, r.key, r.value
-                                )
+
+async def _fetch(consumer: AIOKafkaConsumer, tps: dict[int, TopicPartition], pending: Holes) -> list[Any]:
+    """Every message of the `pending` ranges, the consumer positioned at their starts."""
+    out: list[Any] = []
+    while pending:
+        fetched = await consumer.getmany(*[tps[p] for p in pending], timeout_ms=1000)
+        for tp, records in fetched.items():
+            end = pending[tp.partition][1]
+            for r in records:
+                if r.offset < end:
+                    out.append(
+                        RefetchedEvent(
+                            RefetchedMessage(
+                                r.topic, r.partition, r.offset, r.timestamp / 1000, r.key, r.value
                             )
                         )
-                if records and records[-1].offset >= end - 1:
-                    pending.pop(tp.partition)
-            for p in list(pending):
-                if await consumer.position(tps[p]) >= pending[p][1]:
-                    pending.pop(p)
+                    )
+            if records and records[-1].offset >= end - 1:
+                pending.pop(tp.partition)
+        for p in list(pending):
+            if await consumer.position(tps[p]) >= pending[p][1]:
+                pending.pop(p)
+    return out
 
 
 def _ranges(holes: Holes) -> dict[int, str]:

@@ -50,7 +50,7 @@ def content(table: str, row: FactRow) -> FactRow:
 
 def subscriber(customer_id: str, intervals: Iterable[FactRow]) -> Subscriber | None:
     """A customer's subscriber row from its subscription interval facts (None without any)."""
-    rows = sorted(
+    rows = [
         (
             f["started_ms"],
             min(_far(f["next_start_ms"]), _far(f["cancel_ms"])),
@@ -61,7 +61,7 @@ def subscriber(customer_id: str, intervals: Iterable[FactRow]) -> Subscriber | N
             f["start_id"],
         )
         for f in intervals
-    )
+    ]
     if not rows:
         return None
     columns = zip(*sorted(rows, key=lambda r: (r[0], r[6])), strict=True)
