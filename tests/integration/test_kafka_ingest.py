@@ -7,8 +7,6 @@ disturb the shared one.
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -24,7 +22,7 @@ from cxpulse.bus.kafka import KafkaBus
 from cxpulse.config import Settings
 from cxpulse.domain.events import Event
 from tests.conftest import event, iso
-from tests.kafka_support import KAFKA_SH, Names, Procs, free_port, require_broker, wait_until
+from tests.kafka_support import Names, OwnBroker, Procs, free_port, require_broker, wait_until
 
 pytestmark = pytest.mark.kafka
 
@@ -108,17 +106,10 @@ def test_publish_to_an_unreachable_broker_raises_bus_unavailable() -> None:
     assert info.value.retry_after_s > 0
 
 
-def _kafka(cmd: str, port: int, data_dir: Path) -> None:
-    env = {**os.environ, "KAFKA_PORT": str(port), "KAFKA_DATA_DIR": str(data_dir)}
-    subprocess.run(["bash", str(KAFKA_SH), cmd], check=True, env=env, timeout=120, capture_output=True)
-
-
 def test_ingest_answers_503_while_the_broker_is_down_and_loses_nothing_acknowledged(tmp_path: Path) -> None:
-    require_broker()  # the harness has Java and the cached jars
-    port = free_port()
-    data_dir = tmp_path / "kafka"
-    _kafka("up", port, data_dir)
-    names = Names(f"127.0.0.1:{port}")
+    broker = OwnBroker(tmp_path / "kafka")
+    broker.up()
+    names = Names(broker.bootstrap)
     procs = Procs(tmp_path, names)
     acknowledged: set[str] = set()
 
@@ -136,14 +127,14 @@ def test_ingest_answers_503_while_the_broker_is_down_and_loses_nothing_acknowled
         acknowledged |= {f"a-{i}" for i in range(30)}
         assert client.get("/readyz").status_code == 200
 
-        _kafka("down", port, data_dir)
+        broker.down()
         r = client.post("/v1/events", content=body("b", 30))
         assert r.status_code == 503, r.text
         assert int(r.headers["Retry-After"]) > 0
         assert r.json()["error"]["code"] == "unavailable"
         assert client.get("/readyz").status_code == 503
 
-        _kafka("up", port, data_dir)
+        broker.up()
 
         def retried() -> bool:  # what a client does with a 503: retry after a while
             r = client.post("/v1/events", content=body("b", 30))
@@ -163,4 +154,4 @@ def test_ingest_answers_503_while_the_broker_is_down_and_loses_nothing_acknowled
         assert acknowledged <= ids(msgs)
     finally:
         procs.stop_all()
-        _kafka("down", port, data_dir)
+        broker.down()
