@@ -10,6 +10,7 @@ and the switch to raw SQL once a distributed writer stored rows.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
@@ -27,6 +28,8 @@ from cxpulse.pipeline.output import Output, StoreWriter
 from cxpulse.pipeline.processor import Processor
 from cxpulse.reading import PulseReader
 from cxpulse.store.base import Store
+from cxpulse.store.chdb_store import ChdbStore
+from cxpulse.store.migrations import apply_migrations, migrations
 from cxpulse.store.repository import Repository
 from cxpulse.store.snapshot import RawSQL, read_view, rollups_readable
 from services.embedded import EmbeddedRuntime
@@ -403,6 +406,46 @@ def test_readings_of_a_reopened_store(chdb_dir: Path) -> None:
         compare(rt.store, [AT], [DAY, 7 * DAY], series=False)
     finally:
         rt.store.execute(f"DROP DATABASE IF EXISTS {settings_.database}")
+        rt.close()
+
+
+def test_migration_005_rebuilds_the_bitmap_tables_with_small_granules(chdb_dir: Path, tmp_path: Path) -> None:
+    """A store rolled up under migrations 001–004 reads the same after 005 recreated its bitmap tables
+    (empty, 32-row granules) and the next start rebuilt them from the events."""
+    before_005 = tmp_path / "migrations"
+    before_005.mkdir()
+    for m in migrations():
+        if m.version < 5:
+            shutil.copy(m.path, before_005)
+    settings_ = Settings(data_dir=str(chdb_dir), database=f"r_{uuid.uuid4().hex[:12]}")
+    store = ChdbStore(chdb_dir, database=settings_.database)
+    apply_migrations(store, before_005)
+    old = Processor(Repository(store))
+    old.recover()
+    items = [e for i in range(6) for e in everything(f"g{i}", AT - i * 9 * HOUR - 7, f"c{i % 4}")]
+    old.process_many([validated(items, NOW)], flush=True)
+    old.roll_up()
+    table = f"{settings_.database}.active_1d"
+
+    def granularity() -> str:
+        (create,) = store.rows(f"SHOW CREATE TABLE {table}")[0]
+        return str(create)
+
+    assert "index_granularity = 8192" in granularity()
+    before = _readings(store, AT)
+    store.close()
+    rt = EmbeddedRuntime.open(settings_)  # a new start: applies 005, then recovery rolls up again
+    store = rt.store
+    try:
+        assert "index_granularity = 32" in granularity()
+        assert store.rows(f"SELECT count() FROM {table} WHERE dims = 0")[0][0] >= 2
+        marks = rt.processor.rollups.watermarks()
+        assert marks["active_1d"] == marks["active_5m"] == marks["event_counts_1d"] > 0
+        close(_readings(store, AT), before)
+        assert before["active_customers"]["value"] == 4
+        compare(store, [AT, AT - 5 * HOUR - 3], [DAY, 7 * DAY], series=False)
+    finally:
+        store.execute(f"DROP DATABASE IF EXISTS {settings_.database}")
         rt.close()
 
 
