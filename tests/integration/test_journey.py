@@ -3,6 +3,7 @@ query per metric family."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,17 +75,23 @@ def test_one_query_per_metric_family_whatever_the_touchpoints(chdb_dir: Path) ->
     with client_over(str(chdb_dir), events()) as client:
         reader: PulseReader = client.app.state.reader  # type: ignore[attr-defined]
         calls: list[str] = []
-        rows = reader.store.rows
+        store = reader.store
+        reads = {"rows": store.rows, "array_rows": store.array_rows}
 
-        def counting(sql: str, params: Any = None) -> list[list[Any]]:
-            calls.append(sql)
-            return rows(sql, params)
+        def counting(read: Callable[[str, Any], list[list[Any]]]) -> Callable[[str, Any], list[list[Any]]]:
+            def counted(sql: str, params: Any = None) -> list[list[Any]]:
+                calls.append(sql)
+                return read(sql, params)
 
-        reader.store.rows = counting  # type: ignore[method-assign]
+            return counted
+
+        for name, read in reads.items():
+            setattr(store, name, counting(read))
         try:
             journey = reader.journey(parse_window("30d"), ms(T0), Filters())
         finally:
-            reader.store.rows = rows  # type: ignore[method-assign]
+            for name, read in reads.items():
+                setattr(store, name, read)
     assert len(journey) >= 5
     assert len(calls) == len(set(Family))
 

@@ -131,6 +131,10 @@ class SlowReads:
             time.sleep(self.delay_s)
         return self.store.rows(sql, params)
 
+    def array_rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[list[Any]]:
+        time.sleep(self.delay_s)
+        return self.store.array_rows(sql, params)
+
     def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
         self.store.insert(table, rows)
 

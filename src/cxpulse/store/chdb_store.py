@@ -16,7 +16,7 @@ from typing import Any
 from chdb import session as chdb_session
 from clickhouse_connect.driver.binding import bind_query
 
-from cxpulse.store.base import StoreError, compact_rows, parse_compact_rows
+from cxpulse.store.base import StoreError, compact_rows, parse_arrow_rows, parse_compact_rows
 
 
 class ChdbStore:
@@ -44,13 +44,19 @@ class ChdbStore:
         self._query(sql, "CSV", None)
 
     def rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[list[Any]]:
+        return parse_compact_rows(self._read(sql, "JSONCompactEachRow", params))
+
+    def array_rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[list[Any]]:
+        return parse_arrow_rows(self._read(sql, "ArrowStream", params))
+
+    def _read(self, sql: str, fmt: str, params: Mapping[str, Any] | None) -> bytes:
         with self._read_lock:
             try:
-                result = self._read_session.query(sql, "JSONCompactEachRow", params=_text_params(sql, params))
+                result = self._read_session.query(sql, fmt, params=_text_params(sql, params))
             except Exception as exc:
                 raise StoreError(str(exc)) from exc
         data: bytes = result.bytes()
-        return parse_compact_rows(data)
+        return data
 
     def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
         if not rows:

@@ -12,7 +12,7 @@ from cxpulse.store.base import Store
 
 #: `on_insert(table, rows, seconds)`: called after each insert returned (durable), with its duration.
 OnInsert = Callable[[str, Sequence[Mapping[str, Any]], float], None]
-#: `on_query(seconds)`: called after each `rows()` query returned.
+#: `on_query(seconds)`: called after each `rows()` or `array_rows()` query returned.
 OnQuery = Callable[[float], None]
 
 
@@ -36,8 +36,19 @@ class InstrumentedStore:
         self.inner.execute(sql)
 
     def rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[list[Any]]:
+        return self._timed(self.inner.rows, sql, params)
+
+    def array_rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[list[Any]]:
+        return self._timed(self.inner.array_rows, sql, params)
+
+    def _timed(
+        self,
+        read: Callable[[str, Mapping[str, Any] | None], list[list[Any]]],
+        sql: str,
+        params: Mapping[str, Any] | None,
+    ) -> list[list[Any]]:
         started = time.perf_counter()
-        result = self.inner.rows(sql, params)
+        result = read(sql, params)
         if self.on_query is not None:
             self.on_query(time.perf_counter() - started)
         return result

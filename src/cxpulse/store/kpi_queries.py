@@ -194,12 +194,12 @@ def _grid_rows(
         if family == Family.ACTIVE:
             return rollup_reads.active_stats(store, view, spans, filters, by, grid)
     if view is not None and family in _SIGNED_SOURCES:
-        return store.rows(_grid_query(metrics, filters, group, grid, params, _SIGNED_SOURCES), params)
+        return store.array_rows(_grid_query(metrics, filters, group, grid, params, _SIGNED_SOURCES), params)
     if view is not None and family == Family.SUBSCRIPTIONS and grid.count <= rollup_reads.MAX_SPANS:
         return store.rows(_subscribers_query(metrics, filters, group, grid, params), params)
     if family == Family.SUBSCRIPTIONS:
         return store.rows(_subscriptions_query(metrics, filters, group, params), params)
-    return store.rows(_grid_query(metrics, filters, group, grid, params), params)
+    return store.array_rows(_grid_query(metrics, filters, group, grid, params), params)
 
 
 def active_span_stats(

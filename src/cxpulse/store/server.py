@@ -8,7 +8,7 @@ from typing import Any
 import clickhouse_connect
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from cxpulse.store.base import StoreError, compact_rows, parse_compact_rows
+from cxpulse.store.base import StoreError, compact_rows, parse_arrow_rows, parse_compact_rows
 
 
 class ServerStore:
@@ -26,11 +26,17 @@ class ServerStore:
             raise StoreError(str(exc)) from exc
 
     def rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[list[Any]]:
+        return parse_compact_rows(self._read(sql, "JSONCompactEachRow", params))
+
+    def array_rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[list[Any]]:
+        return parse_arrow_rows(self._read(sql, "ArrowStream", params))
+
+    def _read(self, sql: str, fmt: str, params: Mapping[str, Any] | None) -> bytes:
         try:
-            data = self._client.raw_query(sql, parameters=dict(params or {}), fmt="JSONCompactEachRow")
+            data: bytes = self._client.raw_query(sql, parameters=dict(params or {}), fmt=fmt)
         except ClickHouseError as exc:
             raise StoreError(str(exc)) from exc
-        return parse_compact_rows(data)
+        return data
 
     def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
         if not rows:

@@ -147,6 +147,9 @@ class RawSQL:
     def rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[list[Any]]:
         return self.store.rows(sql, params)
 
+    def array_rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[list[Any]]:
+        return self.store.array_rows(sql, params)
+
     def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
         self.store.insert(table, rows)
 
