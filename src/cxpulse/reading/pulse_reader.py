@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any, TypeVar
 
 from cxpulse.domain.metrics import (
     METRICS,
@@ -27,9 +29,24 @@ from cxpulse.store.base import Store
 from cxpulse.store.kpi_queries import NO_GROUP, active_span_stats, grid_stats
 from cxpulse.store.outcome_queries import outcome_counts
 
+T = TypeVar("T")
+
+#: The threads a reading's family queries run on, shared by every reader: the store runs them side by side
+#: as far as it can (`ChdbStore.READ_SESSIONS`; a ClickHouse server, as many as it is sent).
+_FAMILIES = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cxpulse-family")
+
+
+def _concurrently(calls: Sequence[Callable[[], T]]) -> list[T]:
+    """Run the calls side by side; their results in order (the first failure is raised)."""
+    if len(calls) <= 1:
+        return [call() for call in calls]
+    futures = [_FAMILIES.submit(call) for call in calls]
+    return [f.result() for f in futures]
+
 
 class PulseReader:
-    """The `Reader` over a ClickHouse store: one query per metric family and grid."""
+    """The `Reader` over a ClickHouse store: one query per metric family and grid, the families of a
+    reading side by side."""
 
     def __init__(self, store: Store, *, before_read: Callable[[], None] | None = None) -> None:
         self.store = store
@@ -82,20 +99,34 @@ class PulseReader:
         for m in metrics:
             families.setdefault(m.family, []).append(m)
         stats: dict[tuple[str, Span], Stats] = {}
+        calls: list[Callable[[], dict[tuple[str, Span], Stats]]] = []
         for family, family_metrics in families.items():
             distinct = list(dict.fromkeys(s for m in family_metrics for s in needed[m.id]))
             if family == Family.ACTIVE:
-                counts = active_span_stats(self.store, distinct, filters)[NO_GROUP]
-                stats.update({(m.id, s): counts[s] for m in family_metrics for s in needed[m.id]})
+                calls.append(partial(self._active_baseline, family_metrics, distinct, needed, filters))
                 continue
             for span in distinct:
-                length = span.end_ms - span.start_ms
-                grid = Grid(span.end_ms, length, 1, length)
-                per_metric = grid_stats(self.store, family_metrics, grid, filters)
-                for m in family_metrics:
-                    if span in needed[m.id]:
-                        stats[(m.id, span)] = per_metric[m.id][NO_GROUP][0]
+                calls.append(partial(self._span_baseline, family_metrics, span, needed, filters))
+        for part in _concurrently(calls):
+            stats.update(part)
         return {m.id: reading(m, [stats[(m.id, s)] for s in needed[m.id]]) for m in metrics}
+
+    def _active_baseline(
+        self,
+        metrics: Sequence[Metric],
+        spans: Sequence[Span],
+        needed: dict[str, list[Span]],
+        filters: Filters,
+    ) -> dict[tuple[str, Span], Stats]:
+        counts = active_span_stats(self.store, spans, filters)[NO_GROUP]
+        return {(m.id, s): counts[s] for m in metrics for s in needed[m.id]}
+
+    def _span_baseline(
+        self, metrics: Sequence[Metric], span: Span, needed: dict[str, list[Span]], filters: Filters
+    ) -> dict[tuple[str, Span], Stats]:
+        length = span.end_ms - span.start_ms
+        per_metric = grid_stats(self.store, metrics, Grid(span.end_ms, length, 1, length), filters)
+        return {(m.id, span): per_metric[m.id][NO_GROUP][0] for m in metrics if span in needed[m.id]}
 
     def breakdown(
         self, metric_id: str, by: Dimension, window_ms: int, at_ms: int, filters: Filters
@@ -141,22 +172,42 @@ class PulseReader:
         """One reading per metric and group (`NO_GROUP` when `by` is None): the active-customer metrics in
         one pass over all their spans, every other family in one grid query."""
         out: dict[str, dict[str, Reading]] = {m.id: {} for m in metrics}
-        active = [m for m in metrics if m.family == Family.ACTIVE]
-        if active:
-            needed = {m.id: stat_spans(m, *spans_for(m, at_ms, window_ms)) for m in active}
-            distinct = list(dict.fromkeys(span for spans in needed.values() for span in spans))
-            for group, stats in active_span_stats(self.store, distinct, filters, by).items():
-                for mid, spans in needed.items():
-                    out[mid][group] = reading(METRICS[mid], [stats[s] for s in spans])
         families: dict[Family, list[Metric]] = {}
         for m in metrics:
-            if m.family != Family.ACTIVE:
-                families.setdefault(m.family, []).append(m)
-        for family_metrics in families.values():
-            readings = self._readings(family_metrics, at_ms, None, 1, window_ms, filters, by)
-            for mid, groups in readings.items():
-                out[mid].update({g: r[0] for g, r in groups.items()})
+            families.setdefault(m.family, []).append(m)
+        calls = [
+            partial(
+                self._active_readings if family == Family.ACTIVE else self._family_readings,
+                family_metrics,
+                window_ms,
+                at_ms,
+                filters,
+                by,
+            )
+            for family, family_metrics in families.items()
+        ]
+        for part in _concurrently(calls):
+            for mid, groups in part.items():
+                out[mid].update(groups)
         return out
+
+    def _active_readings(
+        self, metrics: Sequence[Metric], window_ms: int, at_ms: int, filters: Filters, by: Dimension | None
+    ) -> dict[str, dict[str, Reading]]:
+        """The active-customer metrics in one pass over all their spans."""
+        out: dict[str, dict[str, Reading]] = {m.id: {} for m in metrics}
+        needed = {m.id: stat_spans(m, *spans_for(m, at_ms, window_ms)) for m in metrics}
+        distinct = list(dict.fromkeys(span for spans in needed.values() for span in spans))
+        for group, stats in active_span_stats(self.store, distinct, filters, by).items():
+            for mid, spans in needed.items():
+                out[mid][group] = reading(METRICS[mid], [stats[s] for s in spans])
+        return out
+
+    def _family_readings(
+        self, metrics: Sequence[Metric], window_ms: int, at_ms: int, filters: Filters, by: Dimension | None
+    ) -> dict[str, dict[str, Reading]]:
+        readings = self._readings(metrics, at_ms, None, 1, window_ms, filters, by)
+        return {mid: {g: r[0] for g, r in groups.items()} for mid, groups in readings.items()}
 
     def _settle(self) -> None:
         if self.before_read is not None:

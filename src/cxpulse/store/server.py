@@ -14,7 +14,11 @@ from cxpulse.store.base import StoreError, compact_rows, parse_arrow_rows, parse
 class ServerStore:
     def __init__(self, url: str, database: str = "cxpulse") -> None:
         try:
-            self._client = clickhouse_connect.get_client(dsn=url, database="default")
+            # No session: readings send their family queries concurrently, and a server refuses a second
+            # query in a session that is busy.
+            self._client = clickhouse_connect.get_client(
+                dsn=url, database="default", autogenerate_session_id=False
+            )
         except ClickHouseError as exc:
             raise StoreError(f"cannot connect to ClickHouse at {url}: {exc}") from exc
         self.database = database
