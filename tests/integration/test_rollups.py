@@ -409,9 +409,12 @@ def test_readings_of_a_reopened_store(chdb_dir: Path) -> None:
         rt.close()
 
 
-def test_migration_005_rebuilds_the_bitmap_tables_with_small_granules(chdb_dir: Path, tmp_path: Path) -> None:
-    """A store rolled up under migrations 001–004 reads the same after 005 recreated its bitmap tables
-    (empty, 32-row granules) and the next start rebuilt them from the events."""
+def test_a_store_rolled_up_before_migrations_005_and_006_reads_the_same_after_them(
+    chdb_dir: Path, tmp_path: Path
+) -> None:
+    """A store written under migrations 001–004 reads the same after 005 recreated its bitmap tables
+    (empty, 32-row granules; the next start rebuilt them from the events) and 006 copied its subscriber rows
+    into one row per interval (and derives them from every later insert)."""
     before_005 = tmp_path / "migrations"
     before_005.mkdir()
     for m in migrations():
@@ -423,6 +426,14 @@ def test_migration_005_rebuilds_the_bitmap_tables_with_small_granules(chdb_dir: 
     old = Processor(Repository(store))
     old.recover()
     items = [e for i in range(6) for e in everything(f"g{i}", AT - i * 9 * HOUR - 7, f"c{i % 4}")]
+    items.append(
+        {
+            "event_id": "x",
+            "type": "subscription_cancel",
+            "occurred_at": iso(AT - 2 * HOUR),
+            "customer_id": "c1",
+        }
+    )
     old.process_many([validated(items, NOW)], flush=True)
     old.roll_up()
     table = f"{settings_.database}.active_1d"
@@ -432,17 +443,24 @@ def test_migration_005_rebuilds_the_bitmap_tables_with_small_granules(chdb_dir: 
         return str(create)
 
     assert "index_granularity = 8192" in granularity()
-    before = _readings(store, AT)
+    before = PulseReader(RawSQL(store)).pulse(list(METRICS), DAY, AT, Filters())
     store.close()
-    rt = EmbeddedRuntime.open(settings_)  # a new start: applies 005, then recovery rolls up again
+    rt = EmbeddedRuntime.open(settings_)  # a new start: applies 005 and 006, then recovery rolls up again
     store = rt.store
     try:
         assert "index_granularity = 32" in granularity()
         assert store.rows(f"SELECT count() FROM {table} WHERE dims = 0")[0][0] >= 2
         marks = rt.processor.rollups.watermarks()
         assert marks["active_1d"] == marks["active_5m"] == marks["event_counts_1d"] > 0
-        close(_readings(store, AT), before)
-        assert before["active_customers"]["value"] == 4
+        (intervals,) = store.rows(
+            f"SELECT sum(length(started) * sign) FROM {settings_.database}.subscriber_facts"
+        )[0]
+        copied = store.rows(f"SELECT sum(sign) FROM {settings_.database}.subscription_intervals")[0][0]
+        assert copied == intervals > 0
+        close(PulseReader(store).pulse(list(METRICS), DAY, AT, Filters()), before)
+        assert before["active_customers"]["value"] == 3  # c0, c1, c2 within the day
+        assert (before["churn"]["n"], before["churn"]["value"]) == (3, 100 / 3)  # c1 of c0, c1, c3
+        ingest(rt, everything("later", AT - HOUR, "c9"))  # the view derives interval rows of new inserts
         compare(store, [AT, AT - 5 * HOUR - 3], [DAY, 7 * DAY], series=False)
     finally:
         store.execute(f"DROP DATABASE IF EXISTS {settings_.database}")

@@ -120,20 +120,21 @@ def _subscriptions_query(
 def _subscribers_query(
     metrics: Sequence[Metric], filters: Filters, group: str, grid: Grid, params: dict[str, Any]
 ) -> str:
-    """`_subscriptions_query` over the signed per-customer subscriber rows: each customer once, no
-    grouping by customer — the interval active at the span start (a customer's intervals never overlap),
-    whether it is cancelled inside the span, whether any interval is active at its end."""
-    filter_sql(filters, params)  # binds the filter values
-    dims = "".join(f" AND {name}s[i] = {{f_{name}:String}}" for name, _ in filters.items())
-    g = "''" if group == "''" else f"if(i > 0, {group}s[i], '')"
+    """`_subscriptions_query` over the signed interval rows (`subscription_intervals`, migration 006): no
+    grouping by customer — a customer's intervals never overlap, so the interval active at a span's start
+    is the customer's, with its dimensions; cancelled inside the span; still a subscriber at its end through
+    that interval or a later one."""
+    at_start = f"started_ms < {_START} AND {_START} <= end_ms"
+    at_end = (
+        f"{_END} <= end_ms OR arrayExists((s, e) -> s < {_END} AND {_END} <= e, later_starts, later_ends)"
+    )
     return (
         f"SELECT idx, g, {', '.join(_statistics(metrics))} FROM ("
-        f" SELECT idx, sign AS w,"
-        f" arrayFirstIndex((s, e) -> s < {_START} AND {_START} <= e, started, ends) AS i,"
-        f" i > 0{dims} AS s0, i > 0 AND cancels[i] < {_END} AS churned,"
-        f" arrayExists((s, e) -> s < {_END} AND {_END} <= e, started, ends) AS e1, {g} AS g"
-        f" FROM {{db:Identifier}}.subscriber_facts ARRAY JOIN range({grid.count}) AS idx"
-        ") WHERE s0 GROUP BY idx, g"
+        f" SELECT idx, sign AS w, {group} AS g, 1 AS s0, cancel_ms < {_END} AS churned, {at_end} AS e1"
+        f" FROM {{db:Identifier}}.subscription_intervals ARRAY JOIN range({grid.count}) AS idx"
+        f" WHERE started_ms < {{hi:Int64}} AND end_ms >= {{lo:Int64}}"
+        f" AND {at_start}{filter_sql(filters, params)}"
+        ") GROUP BY idx, g"
     )
 
 
