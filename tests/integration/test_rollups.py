@@ -438,8 +438,8 @@ def test_a_store_rolled_up_before_migrations_005_and_006_reads_the_same_after_th
     old.roll_up()
     table = f"{settings_.database}.active_1d"
 
-    def granularity() -> str:
-        (create,) = store.rows(f"SHOW CREATE TABLE {table}")[0]
+    def granularity(name: str = "active_1d") -> str:
+        (create,) = store.rows(f"SHOW CREATE TABLE {settings_.database}.{name}")[0]
         return str(create)
 
     assert "index_granularity = 8192" in granularity()
@@ -448,7 +448,9 @@ def test_a_store_rolled_up_before_migrations_005_and_006_reads_the_same_after_th
     rt = EmbeddedRuntime.open(settings_)  # a new start: applies 005 and 006, then recovery rolls up again
     store = rt.store
     try:
-        assert "index_granularity = 32" in granularity()
+        for name in ("active_1d", "active_1h", "active_5m"):
+            assert "index_granularity = 32" in granularity(name)
+            assert "AggregatingMergeTree" in granularity(name)
         assert store.rows(f"SELECT count() FROM {table} WHERE dims = 0")[0][0] >= 2
         marks = rt.processor.rollups.watermarks()
         assert marks["active_1d"] == marks["active_5m"] == marks["event_counts_1d"] > 0

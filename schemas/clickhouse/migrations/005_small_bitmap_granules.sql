@@ -8,6 +8,10 @@
 
 DROP TABLE IF EXISTS {db}.active_1d;
 
+DROP TABLE IF EXISTS {db}.active_1h;
+
+DROP TABLE IF EXISTS {db}.active_5m;
+
 CREATE TABLE IF NOT EXISTS {db}.active_1d
 (
     dims        UInt8,
@@ -22,34 +26,7 @@ ENGINE = AggregatingMergeTree
 ORDER BY (dims, bucket, touchpoint, channel, segment)
 SETTINGS index_granularity = 32;
 
-DROP TABLE IF EXISTS {db}.active_1h;
+-- The same columns, engine, key and granules.
+CREATE TABLE IF NOT EXISTS {db}.active_1h AS {db}.active_1d;
 
-CREATE TABLE IF NOT EXISTS {db}.active_1h
-(
-    dims        UInt8,
-    bucket      Int64,
-    touchpoint  LowCardinality(String),
-    channel     LowCardinality(String),
-    segment     LowCardinality(String),
-    customers   AggregateFunction(groupBitmap, UInt32),
-    upto        SimpleAggregateFunction(max, UInt64)
-)
-ENGINE = AggregatingMergeTree
-ORDER BY (dims, bucket, touchpoint, channel, segment)
-SETTINGS index_granularity = 32;
-
-DROP TABLE IF EXISTS {db}.active_5m;
-
-CREATE TABLE IF NOT EXISTS {db}.active_5m
-(
-    dims        UInt8,
-    bucket      Int64,
-    touchpoint  LowCardinality(String),
-    channel     LowCardinality(String),
-    segment     LowCardinality(String),
-    customers   AggregateFunction(groupBitmap, UInt32),
-    upto        SimpleAggregateFunction(max, UInt64)
-)
-ENGINE = AggregatingMergeTree
-ORDER BY (dims, bucket, touchpoint, channel, segment)
-SETTINGS index_granularity = 32;
+CREATE TABLE IF NOT EXISTS {db}.active_5m AS {db}.active_1d;
