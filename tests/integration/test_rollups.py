@@ -358,11 +358,25 @@ def test_events_stored_behind_the_processor_are_caught_up_at_recovery(rt: Embedd
         for e in validated(everything("bulk", AT - 6 * DAY, "z") + everything("bulk2", AT - HOUR, "y"), NOW)
     ]
     rt.store.insert("events", rows)  # a bulk import: stored, not folded, numbered nor rolled up
-    Processor(Repository(rt.store)).recover()
+    Processor(Repository(rt.store)).recover()  # the day bitmaps merged from the hour ones
     assert rolled(rt.store, "event_counts_1d") == 6
     (numbers,) = rt.store.rows(f"SELECT count(), max(num) FROM {rt.store.database}.customer_numbers")
     assert numbers == [3, 3]
+    assert dim_sets(rt.store) == {
+        "active_1d": [0, 1, 2, 4, 7],
+        "active_1h": [0, 1, 2, 4, 7],
+        "active_5m": [0, 1, 2, 4],
+    }
     compare(rt.store, [AT, AT - 5 * DAY], [DAY, 7 * DAY], series=False)
+
+
+def dim_sets(store: Store) -> dict[str, list[int]]:
+    """The dimension sets each active table holds rows of."""
+    db = store.database
+    sql = " UNION ALL ".join(
+        f"SELECT '{t}', groupUniqArray(dims) FROM {db}.{t}" for t in ("active_1d", "active_1h", "active_5m")
+    )
+    return {table: sorted(sets) for table, sets in store.rows(sql)}
 
 
 def test_a_distributed_writer_switches_readers_to_raw_sql(rt: EmbeddedRuntime) -> None:
@@ -467,6 +481,65 @@ def test_a_store_rolled_up_before_migrations_005_and_006_reads_the_same_after_th
     finally:
         store.execute(f"DROP DATABASE IF EXISTS {settings_.database}")
         rt.close()
+
+
+def test_migration_007_deletes_the_five_minute_bitmaps_by_every_dimension(
+    chdb_dir: Path, tmp_path: Path
+) -> None:
+    """Rows by all three dimensions that the five-minute table held before 007 are deleted (readings no
+    longer use them); the catch-ups after it write none, and readings by two dimensions equal the raw SQL."""
+    before_007 = tmp_path / "migrations"
+    before_007.mkdir()
+    for m in migrations():
+        if m.version < 7:
+            shutil.copy(m.path, before_007)
+    database = f"r_{uuid.uuid4().hex[:12]}"
+    store = ChdbStore(chdb_dir, database=database)
+    try:
+        apply_migrations(store, before_007)
+        store.execute(  # what the catch-ups wrote before 007, by every set
+            f"INSERT INTO {database}.active_5m SELECT dims, 0, '', '', '', groupBitmapState(toUInt32(1)), 0"
+            " FROM (SELECT arrayJoin([0, 1, 2, 4, 7]) AS dims) GROUP BY dims"
+        )
+        assert apply_migrations(store) == [7]
+        assert store.rows(f"SELECT arraySort(groupArray(dims)) FROM {database}.active_5m")[0][0] == [
+            0,
+            1,
+            2,
+            4,
+        ]
+    finally:
+        store.execute(f"DROP DATABASE IF EXISTS {database}")
+        store.close()
+
+
+def test_catch_ups_write_no_five_minute_bitmaps_by_every_dimension(rt: EmbeddedRuntime) -> None:
+    logins = [
+        {
+            "event_id": f"l{i}",
+            "type": "login",
+            "occurred_at": iso(t),
+            "customer_id": c,
+            "channel": "web",
+            "segment": segment,
+        }
+        for i, (t, c, segment) in enumerate(
+            [
+                (AT - 2 * HOUR, "c1", "pro"),
+                (AT - DAY - 59_993, "c2", "pro"),
+                (AT - 3 * HOUR, "c3", "free"),
+                (AT - DAY - 60_007, "c4", "pro"),
+                (AT - 90_000, "c5", "pro"),
+            ]
+        )
+    ]
+    ingest(rt, everything("a", AT - 2 * HOUR, "c1") + logins)
+    assert dim_sets(rt.store)["active_5m"] == [0, 1, 2, 4]
+    two = Filters(channel="web", segment="pro")
+    at = AT - 60_000  # edges inside a five-minute bucket at both ends
+    reading = PulseReader(rt.store).pulse(["active_customers"], DAY, at, two)
+    assert reading["active_customers"]["value"] == 3  # c1, c2 (7 ms inside), c5; not c3 (free) nor c4
+    close(reading, PulseReader(RawSQL(rt.store)).pulse(["active_customers"], DAY, at, two))
 
 
 # --- catch-up beside ingest -------------------------------------------------------------------------------

@@ -128,7 +128,7 @@ class Processor:
         self._pending_states.clear()
         checkpoint = self._flushed_seq = self.repo.checkpoint()
         self._seq = self.repo.last_batch_seq()
-        self.rollups.catch_up(self._seq, small=False)  # e.g. a bulk import: the events, rolled up
+        self.rollups.catch_up(self._seq)  # e.g. a bulk import: the events, rolled up
         rules = self._rules()
         total = self.repo.count_stateful_after(checkpoint)
         bulk = total > bulk_threshold

@@ -27,15 +27,15 @@ from cxpulse.domain.metrics import Dimension, Family, Filters, Metric
 from cxpulse.domain.windows import Grid, Span
 from cxpulse.store.base import Store
 from cxpulse.store.pieces import Range, padded, split, where_ranges
-from cxpulse.store.rollups import ACTIVE_TABLES, COUNTS_TABLES, dims_mask, dims_set
+from cxpulse.store.rollups import COUNTS_TABLES, active_levels, dims_mask, dims_set
 from cxpulse.store.snapshot import View
 
 #: Grids with more spans than this are read raw (each rollup row is matched against every span).
 MAX_SPANS = 64
 
-#: The rollup tables each family reads, coarsest first (`rollups.COUNTS_TABLES`, `ACTIVE_TABLES`).
+#: The rollup tables the counts families read, coarsest first (the active family's depend on the dimension
+#: set a reading needs: `rollups.active_levels`).
 COUNTS_LEVELS = tuple((size, table) for table, size in COUNTS_TABLES.items())
-ACTIVE_LEVELS = tuple((size, table) for table, size in ACTIVE_TABLES.items())
 
 _EVENT_TYPE = {Family.SURVEY: "survey_answer", Family.REFERRAL: "purchase"}
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -95,10 +95,9 @@ def _all(per_span: Sequence[Sequence[Range]]) -> list[Range]:
     return [r for ranges in per_span for r in ranges]
 
 
-def _rollup_dims(filters: Filters, by: Dimension | None) -> str:
-    """The condition picking the rollup rows of the smallest dimension set a reading can use."""
-    names = [name for name, _ in filters.items()] + ([by.value] if by else [])
-    return f"dims = {dims_set(dims_mask(names))}"
+def _dims(filters: Filters, by: Dimension | None) -> int:
+    """The smallest stored dimension set a reading can use."""
+    return dims_set(dims_mask([name for name, _ in filters.items()] + ([by.value] if by else [])))
 
 
 def counts_stats(
@@ -136,7 +135,7 @@ def counts_stats(
         idx, join = q.index("bucket", per_span, grid)
         branches.append(
             f"SELECT {idx}, {columns}, score, n AS w FROM {q.db}.{table}{join} "
-            f"WHERE {where} AND {_rollup_dims(filters, by)} AND {_where('bucket', _all(per_span))}"
+            f"WHERE {where} AND dims = {_dims(filters, by)} AND {_where('bucket', _all(per_span))}"
         )
         if view.watermark < view.stored:  # batches stored but not rolled up yet
             branches.append(raw(per_span, f"batch_seq > {view.watermark} AND batch_seq <= {view.stored}"))
@@ -161,7 +160,9 @@ def active_stats(
     q = _Query(store)
     dims = q.filters(filters)
     group = by.value if by else "''"
-    pieces = split(spans, [size for size, _ in ACTIVE_LEVELS])
+    dims_rows = _dims(filters, by)
+    levels = active_levels(dims_rows)
+    pieces = split(spans, [size for size, _ in levels])
 
     def raw(per_span: Sequence[Sequence[Range]], batches: str) -> str:
         idx, join = q.index("occurred_ms", per_span, grid)
@@ -172,13 +173,13 @@ def active_stats(
 
     branches = []
     unrolled = []
-    for (_, table), per_span in zip(ACTIVE_LEVELS, pieces.levels, strict=True):
+    for (_, table), per_span in zip(levels, pieces.levels, strict=True):
         if not _all(per_span):
             continue
         idx, join = q.index("bucket", per_span, grid)
         branches.append(
             f"SELECT {idx}, {group} AS g, customers, toUInt64(0) AS extra FROM {q.db}.{table}{join} "
-            f"WHERE {_rollup_dims(filters, by)} AND {_where('bucket', _all(per_span))}{dims}"
+            f"WHERE dims = {dims_rows} AND {_where('bucket', _all(per_span))}{dims}"
         )
         if view.watermark < view.stored:  # batches stored but not rolled up yet
             unrolled.append(raw(per_span, f"batch_seq > {view.watermark} AND batch_seq <= {view.stored}"))
