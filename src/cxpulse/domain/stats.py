@@ -11,8 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy import special as _special
-from scipy import stats as _st
+from scipy import special as _special  # the distribution functions `scipy.stats` wraps, without its import
 
 Z95 = 1.959963984540054
 ALPHA = 0.05
@@ -53,7 +52,7 @@ def t_interval(mean: float, variance: float, n: int) -> Interval | None:
     """95% Student-t interval for a mean from its sample variance; needs n ≥ 2."""
     if n < 2:
         return None
-    half = float(_st.t.ppf(0.975, n - 1)) * math.sqrt(variance / n)
+    half = float(_special.stdtrit(n - 1, 0.975)) * math.sqrt(variance / n)
     return (mean - half, mean + half)
 
 
@@ -84,16 +83,22 @@ def median_interval(sorted_values: Values) -> Interval | None:
     n = len(sorted_values)
     if n == 0:
         return None
-    rank = int(_st.binom.ppf(0.025, n, 0.5))
-    if _st.binom.cdf(rank, n, 0.5) <= 0.025:
+    rank = _binomial_quantile(0.025, n)
+    if _special.bdtr(rank, n, 0.5) <= 0.025:
         rank += 1
     if rank < 1:
         return None
     return (float(sorted_values[rank - 1]), float(sorted_values[n - rank]))
 
 
+def _binomial_quantile(q: float, n: int) -> int:
+    """The smallest k with P(B ≤ k) ≥ q for B ~ Binomial(n, ½), 0 < q < 1 (`scipy.stats.binom.ppf`)."""
+    k = math.ceil(float(_special.bdtrik(q, n, 0.5)))
+    return k - 1 if k > 0 and _special.bdtr(k - 1, n, 0.5) >= q else k
+
+
 def _two_sided(z: float) -> bool:
-    return 2 * float(_st.norm.sf(abs(z))) < ALPHA
+    return 2 * float(_special.ndtr(-abs(z))) < ALPHA
 
 
 def nps_change_significant(current: tuple[int, int, int], previous: tuple[int, int, int]) -> bool | None:
@@ -133,7 +138,7 @@ def welch_significant(current: tuple[float, float, int], previous: tuple[float, 
         return m1 != m2
     t = (m1 - m2) / math.sqrt(a + b)
     df = (a + b) ** 2 / (a * a / (n1 - 1) + b * b / (n2 - 1))
-    return 2 * float(_st.t.sf(abs(t), df)) < ALPHA
+    return 2 * float(_special.stdtr(df, -abs(t))) < ALPHA
 
 
 def rank_sum_significant(current: Sequence[float], previous: Sequence[float]) -> bool | None:
@@ -142,7 +147,9 @@ def rank_sum_significant(current: Sequence[float], previous: Sequence[float]) ->
         return None
     if min(current) == max(current) == min(previous) == max(previous):  # one value on both sides
         return False
-    return float(_st.mannwhitneyu(current, previous, alternative="two-sided").pvalue) < ALPHA
+    from scipy import stats  # its import costs a second at startup; small samples only come here
+
+    return float(stats.mannwhitneyu(current, previous, alternative="two-sided").pvalue) < ALPHA
 
 
 def net_sample(values: Sequence[float], retracted: Sequence[float] = ()) -> Sample:
