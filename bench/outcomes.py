@@ -68,6 +68,7 @@ def bench_outcomes(args: argparse.Namespace, stored: int) -> dict[str, Any]:
         log(f"outcomes {stored:,}: starting cxpulse run (recovery) …")
         svc = Service.cxpulse(d, ready_timeout_s=args.recovery_timeout)
         try:
+            svc.wait_rollups(args.recovery_timeout)  # timed on a settled service, not beside the catch-up
             for label, path in QUERIES.items():
                 log(f"outcomes {stored:,}: {label} × {args.requests} …")
                 out[label] = latency(svc.port, path, args.requests, warmup=3, max_s=args.max_phase_s)

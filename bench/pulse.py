@@ -4,8 +4,8 @@
     python -m bench.pulse [--stored 1000000,10000000,30000000] [--requests 200] [--ingest-events 200000]
 
 For each stored size: bulk-load the events inside chDB (`INSERT … SELECT … FROM numbers(N)`, batch_seq =
-1), start `cxpulse run` (startup after a bulk import: facts and rollups derived, timed with its peak RSS),
-restart it (warm restart), then over HTTP: `/v1/pulse?window=30d` (all metrics; with `channel=web`),
+1), start `cxpulse run` (startup after a bulk import: ready once the facts are derived, then the rollups
+caught up behind — both timed, with the peak RSS), restart it (warm restart), then over HTTP: `/v1/pulse?window=30d` (all metrics; with `channel=web`),
 breakdowns by channel, 24-point series, each metric alone, `/healthz` as the HTTP floor. With the service
 stopped, a worker times the same readings in-process from the rollups and from the raw SQL over events
 (the reference path), interleaved so both see the same machine load. Then ingest over HTTP (NDJSON ×
@@ -149,15 +149,21 @@ def bench_pulse(args: argparse.Namespace, stored: int) -> dict[str, Any]:
         )
         log(f"pulse {stored:,}: loaded in {out['bulkload']['insert_s']} s; starting cxpulse run (recovery) …")
         svc = Service.cxpulse(d, ready_timeout_s=args.recovery_timeout)
+        rolled = svc.wait_rollups(args.recovery_timeout)
         out["recovery"] = {
             "first_start_ready_s": round(svc.ready_s, 2),
+            "first_start_rollups_s": round(svc.ready_s + rolled, 2),
             "rss_peak_mib": svc.rss_peak_mib(),
             "loadavg_1m": round(os.getloadavg()[0], 2),
         }
-        log(f"pulse {stored:,}: ready after {svc.ready_s:.1f} s (recovery); restart to time a warm start …")
+        log(
+            f"pulse {stored:,}: ready after {svc.ready_s:.1f} s (recovery), rollups caught up after"
+            f" {svc.ready_s + rolled:.1f} s; restart to time a warm start …"
+        )
         svc.stop()
         svc = Service.cxpulse(d, ready_timeout_s=args.recovery_timeout)
         out["recovery"]["restart_ready_s"] = round(svc.ready_s, 2)
+        out["recovery"]["restart_rollups_s"] = round(svc.ready_s + svc.wait_rollups(args.recovery_timeout), 2)
         out["recovery"]["restart_rss_mib"] = svc.rss_peak_mib()
         out["dir_mib"] = dir_mib(d)
         try:
@@ -214,9 +220,9 @@ def report(res: dict[str, Any]) -> str:
             "",
             f"PULSE  {n:,} stored events ({p['bulkload']['customers']:,} customers; bulk insert "
             f"{p['bulkload']['insert_s']} s; data dir {p['dir_mib']} MiB)",
-            f"  startup after the bulk import (facts, rollups derived): ready after {r['first_start_ready_s']} s,"
-            f" peak RSS {r['rss_peak_mib']} MiB (load {r['loadavg_1m']}); warm restart {r['restart_ready_s']} s"
-            "   targets ≤ 30 s / ≤ 2048 MiB / ≤ 5 s",
+            f"  startup after the bulk import: ready (facts derived) after {r['first_start_ready_s']} s, rollups"
+            f" caught up after {r.get('first_start_rollups_s')} s, peak RSS {r['rss_peak_mib']} MiB (load"
+            f" {r['loadavg_1m']}); warm restart {r['restart_ready_s']} s   targets ≤ 30 s / ≤ 2048 MiB / ≤ 5 s",
             f"  {'HTTP request':<44}{'n':>5}{'p50':>9}{'p95':>9}{'p99':>9}{'max':>9}  (ms)  load after",
         ]
 

@@ -52,7 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if access is None:
         return 2
     try:
-        runtime = EmbeddedRuntime.open(settings)
+        runtime = EmbeddedRuntime.open(settings, roll_up_later=True)
     except StoreError as exc:
         print(f"cxpulse: {exc}", file=sys.stderr)
         return 2

@@ -590,3 +590,46 @@ def test_the_runtime_loop_catches_the_rollups_up(rt: EmbeddedRuntime) -> None:
     asyncio.run(scenario())
     assert rt.processor.roll_in_flush  # flushes catch up again once the loop is gone
     compare(rt.store, [AT], [DAY, 30 * DAY])
+
+
+def test_a_serving_start_reads_raw_sql_until_its_loop_has_rolled_the_import_up(chdb_dir: Path) -> None:
+    """`roll_up_later` (what `cxpulse run` opens with): the runtime is ready before the rollups cover a bulk
+    import, readings are exact from the raw SQL meanwhile (the gauge says so), and the loop's first round
+    rolls everything up."""
+    settings = Settings(data_dir=str(chdb_dir), database=f"r_{uuid.uuid4().hex[:12]}")
+    rt = EmbeddedRuntime.open(settings)
+    ingest(rt, everything("a", AT - 2 * DAY))
+    rows = [
+        {**e.to_row(), "received_ms": NOW, "batch_seq": 99}
+        for e in validated(everything("bulk", AT - 6 * DAY, "z") + everything("bulk2", AT - HOUR, "y"), NOW)
+    ]
+    rt.store.insert("events", rows)  # a bulk import: stored, not folded, numbered nor rolled up
+    rt.close()
+    rt = EmbeddedRuntime.open(settings, roll_up_later=True)
+    try:
+        assert not rollups_readable(rt.store)
+        assert rt.metrics.registry.get_sample_value("cxpulse_rollups_readable") == 0
+        assert rolled(rt.store, "event_counts_1d") == 2  # the import is not rolled up
+        reading = PulseReader(rt.store).pulse(list(METRICS), 7 * DAY, AT, Filters())
+        close(reading, PulseReader(RawSQL(rt.store)).pulse(list(METRICS), 7 * DAY, AT, Filters()))
+        assert reading["active_customers"]["value"] == 3
+        rt.processor.rollup_interval_s = 0.05
+
+        async def first_round() -> None:
+            stop = asyncio.Event()
+            loop = asyncio.create_task(rt.run_rollups(stop))
+            for _ in range(600):
+                if rollups_readable(rt.store):
+                    break
+                await asyncio.sleep(0.05)
+            stop.set()
+            await asyncio.wait_for(loop, 30)
+
+        asyncio.run(first_round())
+        assert rt.metrics.registry.get_sample_value("cxpulse_rollups_readable") == 1
+        assert rolled(rt.store, "event_counts_1d") == 6
+        close(PulseReader(rt.store).pulse(list(METRICS), 7 * DAY, AT, Filters()), reading)
+        compare(rt.store, [AT, AT - 5 * DAY], [DAY, 7 * DAY], series=False)
+    finally:
+        rt.store.execute(f"DROP DATABASE IF EXISTS {settings.database}")
+        rt.close()

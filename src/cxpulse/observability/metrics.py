@@ -194,6 +194,12 @@ class ServiceMetrics:
             "message time (run --kafka, workers, loader) or the embedded writer taking the batch.",
             registry=r,
         )
+        self.rollups_readable = Gauge(
+            "cxpulse_rollups_readable",
+            "1 while readings come from the rollups; 0 while they read raw events (a catch-up in progress: "
+            "after a start on a bulk import, until the first one ends).",
+            registry=r,
+        )
         self.alerts = AlertsCollector(alert_counts)
         self.kpis = KpiCollector(windows, pulse)
         if alerts:

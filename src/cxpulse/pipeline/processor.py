@@ -111,24 +111,39 @@ class Processor:
         #: the store (as a recovery does) before anything uses or saves it.
         self._stale = False
 
-    def recover(self, *, part_size: int = REPLAY_PART_SIZE, bulk_threshold: int = BULK_REPLAY_EVENTS) -> int:
+    def recover(
+        self,
+        *,
+        part_size: int = REPLAY_PART_SIZE,
+        bulk_threshold: int = BULK_REPLAY_EVENTS,
+        roll_up: bool = True,
+    ) -> int:
         """Replay batches written after the last checkpoint; returns the stateful events replayed.
 
         The replay goes through disjoint sets of customers of about `part_size` events each, writing their
         facts and state as it goes, and moves the checkpoint only at the end. Beyond `bulk_threshold`
-        events, the customers concerned are derived in SQL from all their events instead.
+        events, the customers concerned are derived in SQL from all their events instead. The rollups are
+        caught up with the stored events first, unless `roll_up` is off (a loop will: readings meanwhile
+        read the raw SQL).
         """
         with self._lock:
-            return self._recover(part_size, bulk_threshold)
+            return self._recover(part_size, bulk_threshold, roll_up)
 
-    def _recover(self, part_size: int = REPLAY_PART_SIZE, bulk_threshold: int = BULK_REPLAY_EVENTS) -> int:
+    def _recover(
+        self,
+        part_size: int = REPLAY_PART_SIZE,
+        bulk_threshold: int = BULK_REPLAY_EVENTS,
+        roll_up: bool = True,
+    ) -> int:
         """`recover` with the lock held; whatever was pending is derived again from the store."""
         self.states = {}
         self._pending_facts.clear()
         self._pending_states.clear()
         checkpoint = self._flushed_seq = self.repo.checkpoint()
         self._seq = self.repo.last_batch_seq()
-        self.rollups.catch_up(self._seq)  # e.g. a bulk import: the events, rolled up
+        self.rollups.stored(self._seq)
+        if roll_up:
+            self.rollups.catch_up(self._seq)  # e.g. a bulk import: the events, rolled up
         rules = self._rules()
         total = self.repo.count_stateful_after(checkpoint)
         bulk = total > bulk_threshold
