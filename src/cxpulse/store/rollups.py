@@ -31,9 +31,9 @@ DIM_SETS = (0, 4, 2, 1, 7)
 #: event (at 10M events 2.2M of the table's 2.5M rows, 4.6 customers each, and most of its writing cost):
 #: a reading filtered by two or more dimensions takes its edges from the hour table and raw events instead.
 ACTIVE_SETS = {"active_1d": DIM_SETS, "active_1h": DIM_SETS, "active_5m": (0, 4, 2, 1)}
-#: A table whose bitmaps a recovery merges from a finer table's (same sets) when both are behind: merging
-#: costs per bitmap merged, not per member (the day bitmaps of 10M events: 1.4 s from the hours, 6 s from
-#: the events).
+#: A table whose bitmaps a catch-up merges from those it just wrote to a finer table with the same sets:
+#: merging costs per bitmap merged, not per member (after a 10M-event import, the day bitmaps took 1.4 s
+#: from the hours, 6 s from the events).
 MERGED_FROM = {"active_1d": "active_1h"}
 #: The mask of the dimensions a row's grouping set holds (ClickHouse's grouping() sets a bit per column
 #: *left out*, the first argument highest).
