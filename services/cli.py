@@ -44,9 +44,9 @@ def _access(settings: Settings) -> Access | None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from services.embedded import EmbeddedRuntime
-    from services.serving import exit_cleanly_on_sigterm, serve
+    from services.serving import exit_cleanly_on_signals, serve
 
-    exit_cleanly_on_sigterm()
+    exit_cleanly_on_signals()
     settings = settings_from_args(args)
     access = _access(settings)
     if access is None:
@@ -107,9 +107,9 @@ def _run_with_kafka(runtime: EmbeddedRuntime, settings: Settings, access: Access
 def cmd_ingest(args: argparse.Namespace) -> int:
     from cxpulse.bus.kafka import KafkaBus
     from services.ingest.app import create_ingest_app
-    from services.serving import exit_cleanly_on_sigterm, serve
+    from services.serving import exit_cleanly_on_signals, serve
 
-    exit_cleanly_on_sigterm()
+    exit_cleanly_on_signals()
     settings = settings_from_args(args)
     if not settings.kafka_bootstrap:
         print("cxpulse ingest: set --kafka HOST:PORT or CXPULSE_KAFKA_BOOTSTRAP", file=sys.stderr)
@@ -160,9 +160,9 @@ def cmd_api(args: argparse.Namespace) -> int:
     from services.aggregator.loader import Loader
     from services.api.app import create_app
     from services.api.distributed import DistributedAlerting
-    from services.serving import Hook, Loop, exit_cleanly_on_sigterm, serve
+    from services.serving import Hook, Loop, exit_cleanly_on_signals, serve
 
-    exit_cleanly_on_sigterm()
+    exit_cleanly_on_signals()
     settings = settings_from_args(args)
     access = _access(settings)
     if access is None:

@@ -20,19 +20,23 @@ log = logging.getLogger("cxpulse.serve")
 Loop = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
-def exit_cleanly_on_sigterm() -> None:
-    """SIGTERM ends the process with status 0 after a graceful stop, wherever it arrives.
+def exit_cleanly_on_signals() -> None:
+    """SIGTERM and SIGINT (Ctrl+C) end the process with status 0 after a graceful stop, wherever they
+    arrive.
 
     While serving, uvicorn takes the signal itself: it stops accepting, lets in-flight requests (batches
-    being made durable) finish, and then re-raises the signal so the default action would kill the
-    process — before the `finally` blocks that flush and close the store, and with status -15. With this
-    handler in place that last signal becomes `SystemExit(0)`: the `finally` blocks run and the exit is
-    clean. Before serving starts (opening the store, recovery) it stops the process the same way."""
+    being made durable) finish, and then re-raises the signal so the default action would end the
+    process — for SIGTERM before the `finally` blocks that flush and close the store, with status -15; for
+    SIGINT as a KeyboardInterrupt that cancels the wait for the background loops and prints a traceback.
+    With this handler in place that last signal becomes `SystemExit(0)`: the `finally` blocks run and the
+    exit is clean. Before serving starts (opening the store, recovery) it stops the process the same way
+    (installed before `asyncio.run`, it also keeps asyncio from taking SIGINT over)."""
 
     def stop(signum: int, frame: object) -> None:
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
 
 
 Hook = Callable[[], Awaitable[None]]

@@ -1,7 +1,8 @@
 """Faults with real parts, against a real `cxpulse run` process:
 
 - SIGTERM while producers are posting: the process drains the batches in flight, exits 0, and after a
-  restart every acknowledged event is counted, once;
+  restart every acknowledged event is counted, once; Ctrl+C (SIGINT) stops it as cleanly, without a
+  traceback;
 - a full disk (a small tmpfs, mounted for the test — needs root): the batch gets a clear 503 and the log a
   line saying why; once space is back ingest goes on, and after a restart the store holds exactly what was
   acknowledged (nothing corrupt, nothing half-written).
@@ -63,9 +64,9 @@ class Service:
             assert time.monotonic() < deadline, self.log.read_text()
             time.sleep(0.1)
 
-    def terminate(self, timeout: float = 60) -> int:
+    def terminate(self, timeout: float = 60, sig: signal.Signals = signal.SIGTERM) -> int:
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
+        self.proc.send_signal(sig)
         code = self.proc.wait(timeout=timeout)
         self.proc = None
         return code
@@ -140,6 +141,21 @@ def test_sigterm_drains_in_flight_batches_and_exits_0(service: Service) -> None:
     stored = service.nps_n()
     assert sum(acked) <= stored <= sum(acked) + sum(ambiguous), (acked, ambiguous, stored)
     assert service.terminate() == 0
+
+
+def test_ctrl_c_stops_cleanly_with_every_acknowledged_event_stored(service: Service) -> None:
+    """SIGINT (Ctrl+C on `make run`) is a graceful stop like SIGTERM: status 0, no traceback."""
+    service.start()
+    with httpx.Client(base_url=service.url, timeout=30) as client:
+        acked = sum(client.post("/v1/events", json=_batch(f"c{n}", 100)).json()["accepted"] for n in range(3))
+    assert acked == 300
+    code = service.terminate(sig=signal.SIGINT)
+    log = service.log.read_text()
+    assert code == 0, log
+    assert "Traceback" not in log and "KeyboardInterrupt" not in log, log
+    service.start()
+    assert service.nps_n() == acked
+    assert service.terminate(sig=signal.SIGINT) == 0
 
 
 def _mounted_tmpfs(path: Path, size: str) -> bool:
