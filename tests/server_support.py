@@ -12,10 +12,12 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
+import pytest
 import uvicorn
 from fastapi import FastAPI
 
@@ -114,3 +116,74 @@ def running_service(
         code = proc.wait(timeout=30)
         if exit_code is not None:
             assert code == exit_code
+
+
+@dataclass
+class CxpulseRun:
+    """`cxpulse run` as a subprocess on a data directory and a port that outlive it, so a test can stop,
+    kill and start it again in place; its output, every start appended, in `log`."""
+
+    data_dir: Path
+    log: Path
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    ready_timeout_s: float = 90
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Start and wait until `/readyz` answers 200 (fails the test, with the log, otherwise)."""
+        assert self.proc is None
+        self.starts += 1
+        cmd = [sys.executable, "-m", "services.cli", "run", "--port", str(self.port)]
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [*cmd, "--data-dir", str(self.data_dir)],
+                env=cli_env(**self.env),
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + self.ready_timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"cxpulse exited with {self.proc.returncode}:\n{self.log_text()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        pytest.fail(f"cxpulse did not become ready in {self.ready_timeout_s:.0f} s:\n{self.log_text()}")
+
+    def terminate(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 60) -> int:
+        """Send `sig` and wait for the exit; returns the exit code."""
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=timeout)
+        self.proc = None
+        return code
+
+    def stop(self) -> None:
+        """SIGTERM if running (SIGKILL after 30 s): for the end of a test, whatever its outcome."""
+        if self.proc is None:
+            return
+        try:
+            self.terminate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hooks, no flush — whatever was not durable is lost."""
+        if self.proc is None:
+            return
+        os.kill(self.proc.pid, signal.SIGKILL)
+        assert self.proc.wait(timeout=10) == -signal.SIGKILL
+        self.proc = None
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""

@@ -16,16 +16,12 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,81 +30,15 @@ import pytest
 from standardwebhooks import Webhook
 
 from tests.conftest import event
+from tests.server_support import CxpulseRun, free_port
 from tests.webhook_receiver import Receiver, Reply
 
 SECRET = "whsec_" + base64.b64encode(b"end-to-end-secret-of-32-bytes!!!").decode()
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@dataclass
-class Service:
-    """`python -m services.cli run` on a data directory that outlives the process."""
-
-    data_dir: Path
-    logs: Path
-    env: dict[str, str] = field(default_factory=dict)
-    proc: subprocess.Popen[bytes] | None = None
-    url: str = ""
-    starts: int = 0
-
-    def start(self) -> None:
-        assert self.proc is None
-        port = _free_port()
-        self.starts += 1
-        log = (self.logs / f"service-{self.starts}.log").open("wb")
-        cmd = [
-            sys.executable,
-            "-m",
-            "services.cli",
-            "run",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(self.data_dir),
-        ]
-        self.proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=os.environ | self.env
-        )
-        log.close()
-        self.url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"cxpulse exited with {self.proc.returncode}:\n{self.log_text()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        pytest.fail(f"cxpulse did not become ready in 90 s:\n{self.log_text()}")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        assert self.proc.wait(timeout=10) == -signal.SIGKILL
-        self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self.proc = None
-
-    def log_text(self) -> str:
-        return "\n".join(p.read_text(errors="replace") for p in sorted(self.logs.glob("service-*.log")))
+class Service(CxpulseRun):
+    """`cxpulse run` with the alert endpoints' helpers."""
 
     def get(self, path: str, **params: Any) -> Any:
         response = httpx.get(f"{self.url}{path}", params=params, timeout=30)
@@ -158,7 +88,7 @@ def receiver() -> Iterator[Receiver]:
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     tmp = tmp_path_factory.mktemp("alerts-e2e")
-    svc = Service(tmp / "data", tmp, dict(ENV))
+    svc = Service(tmp / "data", tmp / "service.log", dict(ENV))
     svc.start()
     yield svc
     svc.stop()
@@ -383,7 +313,7 @@ def test_the_rules_cli_names_bad_fields_and_sends_the_key(
     assert request.headers["authorization"] == "Bearer cxp_test.key"
     assert json.loads(request.body)["name"] == "X"
 
-    dead = cli("rules", "--url", f"http://127.0.0.1:{_free_port()}", "list")
+    dead = cli("rules", "--url", f"http://127.0.0.1:{free_port()}", "list")
     assert dead.returncode == 2 and "cannot reach" in dead.stderr
 
 
@@ -393,7 +323,7 @@ def test_kill_9_with_a_pending_notification_delivers_it_exactly_once_after_resta
     receiver = Receiver()
     receiver.scripts["/dedupe"] = [Reply(500), Reply(200)]
     env = ENV | {"CXPULSE_NOTIFY_RETRY_BASE_S": "4", "CXPULSE_ALERT_INTERVAL": "1s"}
-    svc = Service(tmp_path / "data", tmp_path, env)
+    svc = Service(tmp_path / "data", tmp_path / "service.log", env)
     try:
         svc.start()
         rule = nps_rule("Checkout NPS", "checkout", [{"url": receiver.url("/dedupe"), "secret": SECRET}])
@@ -424,7 +354,7 @@ def test_sigterm_drains_pending_notifications_exits_0_and_loses_nothing(tmp_path
     restart finds nothing left to send."""
     receiver = Receiver()
     receiver.scripts["/drain"] = [Reply(200, delay_s=0.5)]
-    svc = Service(tmp_path / "data", tmp_path, dict(ENV))
+    svc = Service(tmp_path / "data", tmp_path / "service.log", dict(ENV))
     count = 150
     try:
         svc.start()
@@ -439,10 +369,7 @@ def test_sigterm_drains_pending_notifications_exits_0_and_loses_nothing(tmp_path
         assert svc.rules("add", tmp=tmp_path, rule=rule).startswith("created")
         # one batch: one wake of the dispatcher, whose poll starts 100 of them
         assert svc.post_events(answers("drain", [2] * count, "drain"))["accepted"] == count
-        assert svc.proc is not None
-        svc.proc.send_signal(signal.SIGTERM)
-        assert svc.proc.wait(timeout=60) == 0, svc.log_text()[-3000:]
-        svc.proc = None
+        assert svc.terminate() == 0, svc.log_text()[-3000:]
         # delivered before the exit, each once (a receiver deduping by webhook-id acted on every one)
         assert len(receiver.processed("/drain")) == count
         assert len(receiver.at("/drain")) == count

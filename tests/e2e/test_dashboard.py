@@ -13,14 +13,9 @@ import asyncio
 import os
 import random
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Coroutine, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +25,7 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, Route
 
 from services.demo import DemoTotals, run_demo
 from tests.conftest import event
+from tests.server_support import CxpulseRun
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -64,55 +60,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@dataclass
-class Service:
-    """`python -m services.cli run` on a fixed port and data dir, so it can be restarted in place."""
-
-    data_dir: Path
-    log: Path
-    port: int
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
-        cmd = [sys.executable, "-m", "services.cli", "run", "--host", "127.0.0.1", "--port", str(self.port)]
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [*cmd, "--data-dir", str(self.data_dir)], env=env, stdout=log, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"cxpulse exited with {self.proc.returncode}:\n{self.log.read_text()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        pytest.fail(f"cxpulse did not become ready:\n{self.log.read_text()}")
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self.proc = None
+class Service(CxpulseRun):
+    """`cxpulse run` restarted in place (same port, same data dir) with the page's helpers."""
 
     def post(self, events: list[dict[str, Any]]) -> None:
         for i in range(0, len(events), 5_000):
@@ -126,7 +75,7 @@ class Service:
 
 
 def _service(tmp: Path) -> Service:
-    return Service(tmp / "data", tmp / "service.log", _free_port())
+    return Service(tmp / "data", tmp / "service.log")
 
 
 def _clear_of_edges(t: int, now: int) -> bool:

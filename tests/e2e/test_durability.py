@@ -8,12 +8,7 @@ already has the session's open, so the store is never opened here).
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +20,7 @@ import httpx
 import pytest
 
 from tests.conftest import event, iso
+from tests.server_support import CxpulseRun as Service
 
 MINUTE = 60_000
 HOUR = 3_600_000
@@ -32,84 +28,11 @@ DAY = 86_400_000
 #: Subscribers (u*) and trials (t*) created by the setup request; request k cancels u{k} / converts t{k}.
 POPULATION = 200
 METRICS = "nps,csat,fcr,resolution_time,trial_conversion,churn,active_customers"
-CXPULSE = Path(sys.executable).with_name("cxpulse")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@dataclass
-class Service:
-    """One `cxpulse run` subprocess on a data directory that outlives it."""
-
-    data_dir: Path
-    logs: Path
-    proc: subprocess.Popen[bytes] | None = None
-    url: str = ""
-    starts: int = 0
-
-    def start(self) -> None:
-        assert self.proc is None
-        port = _free_port()
-        self.starts += 1
-        log = (self.logs / f"service-{self.starts}.log").open("wb")
-        self.proc = subprocess.Popen(
-            [
-                str(CXPULSE),
-                "run",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--data-dir",
-                str(self.data_dir),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
-        self.url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"cxpulse exited with {self.proc.returncode}:\n{self.log_text()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        pytest.fail(f"cxpulse did not become ready in 60 s:\n{self.log_text()}")
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown hooks, no flush — whatever was not durable is lost."""
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        assert self.proc.wait(timeout=10) == -signal.SIGKILL
-        self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self.proc = None
-
-    def log_text(self) -> str:
-        return "\n".join(p.read_text(errors="replace") for p in sorted(self.logs.glob("service-*.log")))
 
 
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[Service]:
-    svc = Service(tmp_path / "data", tmp_path)
+    svc = Service(tmp_path / "data", tmp_path / "service.log")
     yield svc
     svc.stop()
 

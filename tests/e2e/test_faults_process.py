@@ -18,7 +18,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,57 +25,12 @@ import httpx
 import pytest
 
 from tests.conftest import event, iso
-from tests.server_support import cli_env, free_port
+from tests.server_support import CxpulseRun
 
 HOUR = 3_600_000
 
 
-@dataclass
-class Service:
-    data_dir: Path
-    log: Path
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        cmd = [
-            sys.executable,
-            "-m",
-            "services.cli",
-            "run",
-            "--port",
-            str(self.port),
-            "--data-dir",
-            str(self.data_dir),
-        ]
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(cmd, env=cli_env(), stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while True:
-            assert self.proc.poll() is None, self.log.read_text()
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            assert time.monotonic() < deadline, self.log.read_text()
-            time.sleep(0.1)
-
-    def terminate(self, timeout: float = 60, sig: signal.Signals = signal.SIGTERM) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        code = self.proc.wait(timeout=timeout)
-        self.proc = None
-        return code
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-            self.proc = None
-
+class Service(CxpulseRun):
     def nps_n(self) -> int:
         at = iso(int(time.time() * 1000) + HOUR)
         body = httpx.get(

@@ -226,14 +226,15 @@ class Evaluator:
 
     def _write(self, fired: list[tuple[MetricRule, Transition]], nxt: dict[str, RuleState], now: int) -> None:
         """Outbox first, then the transitions, then the states: a crash in between re-sends (at least
-        once); it never records a state change whose notification was not queued."""
+        once); it never records a state change whose notification was not queued. The dispatcher is woken
+        only once the states are written, so a delivery seen before a crash is one whose state change was
+        stored (otherwise the restart would fire the rule again: a second notification)."""
         notifications = [
             Notification(t.notification_id, rule.id, "alert", alert_payload(rule, t), rule.notify)
             for rule, t in fired
             if t.notification_id is not None and rule.notify
         ]
-        if notifications and self.outbox.add_many(notifications, now) and self.on_notify is not None:
-            self.on_notify()
+        queued = bool(notifications) and self.outbox.add_many(notifications, now)
         if fired:
             self.repo.add_transitions([t for _, t in fired])
         with self._state_lock:
@@ -244,6 +245,8 @@ class Evaluator:
         self.repo.put_states(changed)
         with self._state_lock:
             self._saved.update({rid: st for rid, st in changed.items() if rid not in self._forgotten})
+        if queued and self.on_notify is not None:
+            self.on_notify()
 
     def _tell(self, rule: MetricRule, transition: Transition) -> None:
         body = public_transition(rule, transition)
