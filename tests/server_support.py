@@ -86,34 +86,15 @@ def placeholder_app() -> FastAPI:
 def running_service(
     data_dir: Path, log: Path, *, stdout_too: bool = True, exit_code: int | None = None, **env: str
 ) -> Iterator[str]:
-    """`cxpulse run` on a free port with `env` (its output in `log`; `stdout_too=False`: stderr only),
-    ready when `/readyz` answers 200; stopped with SIGTERM, and its exit code checked when `exit_code`
-    is given. Yields the base URL."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "services.cli", "run", "--port", str(port), "--data-dir", str(data_dir)]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            cmd,
-            env=cli_env(**env),
-            stdout=out if stdout_too else subprocess.DEVNULL,
-            stderr=subprocess.STDOUT if stdout_too else out,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        assert proc.poll() is None, log.read_text()
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, log.read_text()
-        time.sleep(0.1)
+    """`cxpulse run` (a `CxpulseRun`) with `env` for the length of the block (`stdout_too=False`: only its
+    stderr in `log`); stopped with SIGTERM, and its exit code checked when `exit_code` is given. Yields
+    the base URL."""
+    run = CxpulseRun(data_dir, log, env=env, stdout_too=stdout_too)
+    run.start()
     try:
-        yield url
+        yield run.url
     finally:
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=30)
+        code = run.terminate(timeout=30)
         if exit_code is not None:
             assert code == exit_code
 
@@ -128,6 +109,8 @@ class CxpulseRun:
     env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     ready_timeout_s: float = 90
+    #: False: only stderr goes to `log` (stdout is dropped).
+    stdout_too: bool = True
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -145,8 +128,8 @@ class CxpulseRun:
                 [*cmd, "--data-dir", str(self.data_dir)],
                 env=cli_env(**self.env),
                 cwd=ROOT,
-                stdout=out,
-                stderr=subprocess.STDOUT,
+                stdout=out if self.stdout_too else subprocess.DEVNULL,
+                stderr=subprocess.STDOUT if self.stdout_too else out,
             )
         deadline = time.monotonic() + self.ready_timeout_s
         while time.monotonic() < deadline:

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,46 +14,18 @@ import httpx
 import pytest
 
 from services.demo import DemoError, run_demo
-from tests.kafka_support import free_port, wait_until
+from tests.server_support import free_port, running_service
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
 CXPULSE = [sys.executable, "-m", "services.cli"]
 
 
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with running_service(tmp_path_factory.mktemp("demo-data")) as url:
+    data = tmp_path_factory.mktemp("demo-data")
+    with running_service(data / "store", data / "service.log") as url:
         yield url
-
-
-@contextmanager
-def running_service(data: Path) -> Iterator[str]:
-    """`cxpulse run` on a free port with its store under `data`, until the block ends."""
-    port = free_port()
-    log = (data / "service.log").open("w")
-    proc = subprocess.Popen(
-        [*CXPULSE, "run", "--port", str(port), "--data-dir", str(data / "store")],
-        env=ENV,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: proc.poll() is not None or _answers(url), 60, "the service to answer")
-        assert proc.poll() is None, (data / "service.log").read_text()
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
 
 
 def _get(url: str, path: str) -> dict[str, Any]:
@@ -116,7 +87,7 @@ def test_an_unreachable_service_is_a_clear_error() -> None:
 
 def test_history_backfills_every_window_and_the_outcome_cohorts(tmp_path: Path) -> None:
     lines: list[str] = []
-    with running_service(tmp_path) as url:
+    with running_service(tmp_path / "store", tmp_path / "service.log") as url:
         totals = asyncio.run(
             run_demo(
                 url, rate=50, customers=200, duration_s=1, seed=5, history_s=3 * 86_400, out=lines.append
