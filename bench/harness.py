@@ -97,19 +97,20 @@ class Service:
             self.stop()
             raise
 
-    def wait_rollups(self, timeout_s: float) -> float:
+    def wait_rollups(self, timeout_s: float, gauge: str = "cxpulse_rollups_readable") -> float:
         """Seconds until `/metrics` says readings come from the rollups (`cxpulse run` catches them up
-        after it is ready; meanwhile readings are exact from raw events, and slower)."""
+        after it is ready; meanwhile readings are exact from raw events, and slower) — or `gauge` is 1
+        (e.g. `cxpulse_outcomes_snapshot_readable`, built right after them)."""
         t0 = time.perf_counter()
         while time.perf_counter() - t0 < timeout_s:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the service exited with {self.proc.returncode}")
             with contextlib.suppress(OSError, http.client.HTTPException):
                 status, body = _get(self.port, "/metrics", 5)
-                if status == 200 and b"\ncxpulse_rollups_readable 1.0" in body:
+                if status == 200 and f"\n{gauge} 1.0".encode() in body:
                     return time.perf_counter() - t0
             time.sleep(0.1)
-        raise TimeoutError(f"rollups not caught up after {timeout_s:.0f} s")
+        raise TimeoutError(f"{gauge} not 1 after {timeout_s:.0f} s")
 
     def rss_peak_mib(self) -> float | None:
         with contextlib.suppress(OSError), open(f"/proc/{self.proc.pid}/status") as f:

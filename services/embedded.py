@@ -29,7 +29,7 @@ from cxpulse.reading import PulseReader
 from cxpulse.store import Store, migrate, open_store
 from cxpulse.store.instrumented import InstrumentedStore
 from cxpulse.store.repository import Repository
-from cxpulse.store.snapshot import rollups_readable
+from cxpulse.store.snapshot import outcomes_readable, rollups_readable
 from services.api.app import create_app
 from services.serving import Loop
 
@@ -71,6 +71,7 @@ class EmbeddedRuntime:
         replayed = processor.recover(roll_up=not roll_up_later)
         log.info("store ready (%d events replayed since the last checkpoint)", replayed)
         metrics.rollups_readable.set_function(lambda: float(rollups_readable(store)))
+        metrics.outcomes_snapshot_readable.set_function(lambda: float(outcomes_readable(store)))
         return cls(store, processor, InProcessBus(processor), feed, metrics, alerts)
 
     def app(self, settings: Settings, bus: EventBus | None = None, access: Access | None = None) -> FastAPI:

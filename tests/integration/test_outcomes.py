@@ -4,7 +4,7 @@ and the 4xx of bad parameters."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 from cxpulse.config import Settings
 from cxpulse.domain import stats
 from cxpulse.domain.outcomes import OUTCOMES
+from cxpulse.store import Store, open_store
+from cxpulse.store.instrumented import InstrumentedStore
 from services.embedded import EmbeddedRuntime
 from tests.conftest import T0, event, iso, ms
 
@@ -25,16 +27,48 @@ AT = ms(T0)
 H, W = 5 * DAY, 10 * DAY  # horizon, window: the cohort answered in [AT − 15d, AT − 5d)
 
 
+class Recording(InstrumentedStore):
+    """The store, noting the SQL of every read (which way an outcome reading went)."""
+
+    def __init__(self, inner: Store) -> None:
+        super().__init__(inner)
+        self.reads: list[str] = []
+
+    def rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[list[Any]]:
+        self.reads.append(sql)
+        return super().rows(sql, params)
+
+
 @contextmanager
-def service(chdb_dir: Path) -> Iterator[TestClient]:
+def running(chdb_dir: Path) -> Iterator[tuple[TestClient, EmbeddedRuntime, Recording]]:
     cfg = Settings(data_dir=str(chdb_dir), database=f"o_{uuid.uuid4().hex[:12]}")
-    runtime = EmbeddedRuntime.open(cfg)
+    store = Recording(open_store(cfg))
+    runtime = EmbeddedRuntime.open(cfg, store)
     try:
-        yield TestClient(runtime.app(cfg))
+        yield TestClient(runtime.app(cfg)), runtime, store
     finally:
         runtime.processor.flush()
         runtime.store.execute(f"DROP DATABASE IF EXISTS {cfg.database} SYNC")
         runtime.store.close()
+
+
+@contextmanager
+def service(chdb_dir: Path) -> Iterator[TestClient]:
+    with running(chdb_dir) as (client, _, _):
+        yield client
+
+
+def snapshot_now(runtime: EmbeddedRuntime) -> None:
+    """Store what was posted and build the outcome snapshot up to it (what the rollup loop does)."""
+    runtime.processor.flush()
+    runtime.processor.roll_up()
+    assert runtime.processor.rollups.progress.outcomes is not None
+
+
+def read_the_snapshot(store: Recording) -> bool:
+    """Whether the last outcome reading read the snapshot."""
+    last = next(sql for sql in reversed(store.reads) if " AS grp" in sql)
+    return "answer_outcomes" in last
 
 
 def nps(eid: str, cid: str, at: int, score: int, **dims: str) -> dict[str, Any]:
@@ -78,10 +112,30 @@ def share(x: int, n: int) -> dict[str, Any]:
     return {"value": None if n == 0 else 100 * x / n, "n": n, "ci": None if ci is None else list(ci)}
 
 
-def test_hand_made_cohort(chdb_dir: Path) -> None:
-    with service(chdb_dir) as client:
-        assert client.post("/v1/events", json=HAND_MADE).json()["accepted"] == len(HAND_MADE)
+ANSWERS = [e for e in HAND_MADE if e["type"] == "survey_answer"]
+ACTS = [e for e in HAND_MADE if e["type"] != "survey_answer"]
+
+
+@pytest.mark.parametrize(
+    "parts, snapshot_after, reads_snapshot",
+    [
+        ([HAND_MADE], None, False),  # no snapshot yet: the raw SQL
+        ([HAND_MADE], 1, True),  # all in the snapshot
+        ([ANSWERS, ACTS], 1, True),  # outcomes stored after it bring next outcomes earlier
+        ([ACTS, ANSWERS], 1, False),  # answers of the window stored after it: the raw SQL
+    ],
+    ids=["raw", "snapshot", "outcomes-after-snapshot", "answers-after-snapshot"],
+)
+def test_hand_made_cohort(
+    chdb_dir: Path, parts: list[list[dict[str, Any]]], snapshot_after: int | None, reads_snapshot: bool
+) -> None:
+    with running(chdb_dir) as (client, runtime, store):
+        for i, part in enumerate(parts, 1):
+            assert client.post("/v1/events", json=part).json()["accepted"] == len(part)
+            if i == snapshot_after:
+                snapshot_now(runtime)
         body = get(client)
+        assert read_the_snapshot(store) is reads_snapshot
         assert (body["survey"], body["window"], body["horizon"], body["at"]) == (
             "nps",
             "10d",
@@ -141,14 +195,48 @@ def test_csat_and_ces_groups_on_both_scales(chdb_dir: Path) -> None:
         assert {g: v["customers"] for g, v in ces.items()} == {"easy": 1, "neutral": 1, "hard": 1}
 
 
-def test_answers_at_the_same_millisecond_are_ordered_by_event_id(chdb_dir: Path) -> None:
-    """Ties by `occurred_at`, then `event_id` (SPEC §7): the greater id is the latest answer."""
+@pytest.mark.parametrize("snapshot", [False, True], ids=["raw", "snapshot"])
+@pytest.mark.parametrize("filters", [{}, {"channel": "web"}], ids=["all", "filtered"])
+def test_answers_at_the_same_millisecond_are_ordered_by_event_id(
+    chdb_dir: Path, snapshot: bool, filters: dict[str, str]
+) -> None:
+    """Ties by `occurred_at`, then `event_id` (SPEC §7): the greater id (as text: "c-9" > "c-10") is
+    the latest answer — with a filter too (the snapshot finds the latest of the filtered answers another
+    way)."""
     t = AT - 10 * DAY
     items = [nps("a-1", "a", t, 0), nps("a-2", "a", t, 10), nps("b-2", "b", t, 10), nps("b-1", "b", t, 0)]
-    with service(chdb_dir) as client:
+    items += [nps("c-10", "c", t, 0), nps("c-9", "c", t, 10), nps("c-11", "c", t, 8)]
+    items = [{**e, "channel": "web"} for e in items]
+    with running(chdb_dir) as (client, runtime, store):
         client.post("/v1/events", json=items)
-        groups = get(client)["groups"]
-    assert {g: v["customers"] for g, v in groups.items()} == {"promoter": 2, "passive": 0, "detractor": 0}
+        if snapshot:
+            snapshot_now(runtime)
+        groups = get(client, **filters)["groups"]
+        assert read_the_snapshot(store) is snapshot
+    assert {g: v["customers"] for g, v in groups.items()} == {"promoter": 3, "passive": 0, "detractor": 0}
+
+
+def test_the_snapshot_is_rebuilt_when_due_and_keeps_one_build(chdb_dir: Path) -> None:
+    """A rebuild replaces the previous build (one `gen` stored), no sooner than its interval unless
+    forced, and never for batches it already covers."""
+    with running(chdb_dir) as (client, runtime, _):
+        snapshots = runtime.processor.outcomes
+        client.post("/v1/events", json=HAND_MADE[:5])
+        snapshot_now(runtime)
+        first = runtime.processor.rollups.progress.outcomes
+        client.post("/v1/events", json=HAND_MADE[5:])
+        runtime.processor.flush()
+        last = runtime.processor.rollups.progress.stored
+        assert first is not None and last > first
+        assert not snapshots.refresh(last)  # not due: its interval has not passed
+        assert snapshots.refresh(last, force=True)
+        assert not snapshots.refresh(last, force=True)  # nothing new
+        gens = runtime.store.rows(f"SELECT DISTINCT gen FROM {runtime.store.database}.answer_outcomes")
+        assert gens == [[last]]
+        answers = sum(e["type"] == "survey_answer" for e in HAND_MADE)
+        assert runtime.store.rows(f"SELECT count() FROM {runtime.store.database}.answer_outcomes") == [
+            [answers]
+        ]
 
 
 @pytest.mark.parametrize(
@@ -245,15 +333,28 @@ def stream(draw: st.DrawFn) -> list[dict[str, Any]]:
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(items=stream(), batches=st.integers(1, 3))
+@given(items=stream(), batches=st.integers(1, 3), snapshot=st.sampled_from(["none", "any", "answers first"]))
 def test_equals_a_naive_computation_on_random_streams(
-    chdb_dir: Path, items: list[dict[str, Any]], batches: int
+    chdb_dir: Path, items: list[dict[str, Any]], batches: int, snapshot: str
 ) -> None:
-    with service(chdb_dir) as client:
-        size = -(-len(items) // batches)
-        for i in range(0, len(items), size):
-            assert client.post("/v1/events", json=items[i : i + size]).status_code in (202, 422)
+    """The reading equals the oracle with no snapshot, with one built after the first batch, and with one
+    built after the answers when only outcomes come after it (the reading then reads it)."""
+    if snapshot == "answers first":
+        items = sorted(items, key=lambda e: e["type"] != "survey_answer")
+    size = -(-len(items) // batches)
+    parts = [items[i : i + size] for i in range(0, len(items), size)]
+    if snapshot == "answers first":
+        answered = sum(e["type"] == "survey_answer" for e in items)
+        parts = [items[:answered], *[items[answered:][i : i + size] for i in range(0, len(items), size)]]
+    with running(chdb_dir) as (client, runtime, store):
+        for i, part in enumerate(parts):
+            if part:
+                assert client.post("/v1/events", json=part).status_code in (202, 422)
+            if i == 0 and snapshot != "none":
+                snapshot_now(runtime)
         body = get(client)
+        if snapshot == "answers first":
+            assert read_the_snapshot(store)
     expected = oracle(items, W, H, AT)
     for group, got in body["groups"].items():
         want = expected.get(group, [0, 0, 0, 0])
@@ -262,3 +363,18 @@ def test_equals_a_naive_computation_on_random_streams(
         assert [round(got[o]["value"] * want[0] / 100) if want[0] else None for o in OUTCOMES] == (
             want[1:] if want[0] else [None] * 3
         ), (group, got, want)
+
+
+def test_a_failed_rebuild_is_logged_and_readings_stay_exact(
+    chdb_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with running(chdb_dir) as (client, runtime, store):
+        client.post("/v1/events", json=HAND_MADE)
+        runtime.processor.flush()
+        runtime.store.execute(f"DROP TABLE {runtime.store.database}.answer_outcomes")
+        assert not runtime.processor.outcomes.refresh(runtime.processor.rollups.progress.stored, force=True)
+        assert "outcome snapshot rebuild failed" in caplog.text
+        body = get(client)
+        assert not read_the_snapshot(store)
+    assert body["groups"]["promoter"]["customers"] == 4
+    assert body["groups"]["detractor"]["churned"] == share(1, 2)

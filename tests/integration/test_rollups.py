@@ -501,7 +501,7 @@ def test_migration_007_deletes_the_five_minute_bitmaps_by_every_dimension(
             f"INSERT INTO {database}.active_5m SELECT dims, 0, '', '', '', groupBitmapState(toUInt32(1)), 0"
             " FROM (SELECT arrayJoin([0, 1, 2, 4, 7]) AS dims) GROUP BY dims"
         )
-        assert apply_migrations(store) == [7]
+        assert apply_migrations(store) == [7, 8]
         assert store.rows(f"SELECT arraySort(groupArray(dims)) FROM {database}.active_5m")[0][0] == [
             0,
             1,

@@ -200,6 +200,12 @@ class ServiceMetrics:
             "after a start on a bulk import, until the first one ends).",
             registry=r,
         )
+        self.outcomes_snapshot_readable = Gauge(
+            "cxpulse_outcomes_snapshot_readable",
+            "1 once /v1/outcomes reads the outcome snapshot (rebuilt beside the rollups); 0 before its first "
+            "build, when outcome readings join raw events.",
+            registry=r,
+        )
         self.alerts = AlertsCollector(alert_counts)
         self.kpis = KpiCollector(windows, pulse)
         if alerts:

@@ -34,6 +34,7 @@ from cxpulse.domain.state import CASES, FACT_ID, SUBSCRIPTIONS, TRIALS, Customer
 from cxpulse.notify.outbox import Notification, Outbox
 from cxpulse.pipeline.batch import Delivery, FactKey, PublishResult, Step, close_loop, fold, step
 from cxpulse.store.bulk_state import BulkState, fold_bulk_state, is_bulk
+from cxpulse.store.outcome_snapshot import OutcomeSnapshot
 from cxpulse.store.repository import Repository
 from cxpulse.store.rollups import Rollups
 from cxpulse.store.signed_facts import SignedFacts, Subscriber, content, subscriber
@@ -88,6 +89,7 @@ class Processor:
         self.outbox = outbox
         self.on_notify = on_notify
         self.rollups = Rollups(repo.store)
+        self.outcomes = OutcomeSnapshot(repo.store)
         self.signed_facts = SignedFacts(repo.store)
         self.states: dict[str, CustomerState] = {}
         self.flush_interval_s = flush_interval_s
@@ -304,8 +306,9 @@ class Processor:
     def roll_up(self) -> None:
         """Catch the rollups up with every batch stored so far (readings never need it: they read what the
         rollups do not cover from `events`). Does not hold up ingest: batches stored meanwhile wait for the
-        next catch-up."""
+        next catch-up. The outcome snapshot is rebuilt after it when due."""
         self.rollups.catch_up(self._seq)
+        self.outcomes.refresh(self._seq)
         self._last_rollup = time.monotonic()
 
     def _keep(self, done: Step) -> None:

@@ -77,6 +77,10 @@ class Progress:
     #: One catch-up at a time (a background loop, a recovery), and `stored` only ever moves forward.
     catching: threading.Lock = field(default_factory=threading.Lock)
     moving: threading.Lock = field(default_factory=threading.Lock)
+    #: The batch the outcome snapshot (`answer_outcomes`) is built up to; None: none readable yet.
+    outcomes: int | None = None
+    #: Held by outcome readers; the writer switches `outcomes` (then drops the old rows) holding it.
+    outcomes_lock: ReadWriteLock = field(default_factory=ReadWriteLock)
 
 
 _progress: weakref.WeakKeyDictionary[Any, Progress] = weakref.WeakKeyDictionary()
@@ -104,9 +108,29 @@ def read_view(store: Store) -> Iterator[View | None]:
         yield None if watermark is None else View(watermark, max(progress.stored, watermark))
 
 
+@contextlib.contextmanager
+def outcome_view(store: Store) -> Iterator[View | None]:
+    """The outcome snapshot to read, held steady for the block (`watermark`: the batch it is built up to);
+    None: read the raw SQL."""
+    with _progress_lock:
+        progress = _progress.get(_identity(store))
+    if progress is None or progress.outcomes is None or progress.distributed:
+        yield None
+        return
+    with progress.outcomes_lock.reading():
+        built = progress.outcomes
+        yield None if built is None else View(built, max(progress.stored, built))
+
+
 def rollups_readable(store: Store) -> bool:
     """Whether readings of this store object come from the rollups now."""
     with read_view(store) as view:
+        return view is not None
+
+
+def outcomes_readable(store: Store) -> bool:
+    """Whether outcome readings of this store object can read the outcome snapshot now."""
+    with outcome_view(store) as view:
         return view is not None
 
 
