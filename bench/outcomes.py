@@ -5,7 +5,9 @@
 Bulk-loads 180 days of synthetic events inside chDB (a sixth of the referral purchases name a customer as
 `referrer_id`), starts `cxpulse run` on them, and times `/v1/outcomes` (NPS and CSAT cohorts, 90-day window
 and horizon, with and without a filter) against two same-run baselines: the HTTP floor (`/healthz`) and one
-metric's pulse over the same 90 days (`/v1/pulse?metrics=nps&window=90d`).
+metric's pulse over the same 90 days (`/v1/pulse?metrics=nps&window=90d`). Then it posts `--late` purchases
+and cancellations over the same 180 days (what ingest adds between two rebuilds of the outcome snapshot:
+the readings correct the snapshot with them) and times the outcome requests again.
 Results: a table on stdout and `bench/results/outcomes-<timestamp>.json`.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import time
 from typing import Any
@@ -23,6 +26,7 @@ from bench.harness import (
     latency,
     log,
     machine_line,
+    post_batches,
     run_worker,
     save_results,
     started,
@@ -75,9 +79,41 @@ def bench_outcomes(args: argparse.Namespace, stored: int) -> dict[str, Any]:
             for label, path in QUERIES.items():
                 log(f"outcomes {stored:,}: {label} × {args.requests} …")
                 out[label] = latency(svc.port, path, args.requests, warmup=3, max_s=args.max_phase_s)
+            if args.late:
+                log(f"outcomes {stored:,}: posting {args.late:,} purchases and cancellations …")
+                customers = max(100, int(stored * CUSTOMERS_PER_EVENT))
+                out["late"] = post_batches(svc.port, late_outcomes(args.late, customers), concurrency=2)
+                for label, path in QUERIES.items():
+                    if label.startswith("outcomes"):
+                        log(f"outcomes {stored:,}: {label}, after them × {args.requests} …")
+                        out[f"{label} +late"] = latency(
+                            svc.port, path, args.requests, warmup=3, max_s=args.max_phase_s
+                        )
         finally:
             svc.stop()
     return out
+
+
+def late_outcomes(n: int, customers: int, seed: int = 7) -> list[bytes]:
+    """NDJSON bodies of 1000: purchases (a seventh naming a referrer) and cancellations over DAYS days."""
+    rng = random.Random(seed)
+    now_ms = int(time.time() * 1000) - 120_000
+    lines = []
+    for i in range(n):
+        ms = now_ms - rng.randrange(DAYS * 86_400_000)
+        at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000))
+        item: dict[str, Any] = {
+            "event_id": f"late-{seed}-{i}",
+            "type": "subscription_cancel" if i % 10 == 0 else "purchase",
+            "occurred_at": f"{at}Z",
+            "customer_id": f"cust-{rng.randrange(customers)}",
+        }
+        if item["type"] == "purchase":
+            item.update(order_id=f"late-order-{i}", amount=10.0, currency="EUR")
+            if i % 7 == 0:
+                item["referrer_id"] = f"cust-{rng.randrange(customers)}"
+        lines.append(json.dumps(item))
+    return ["\n".join(lines[i : i + 1000]).encode() + b"\n" for i in range(0, n, 1000)]
 
 
 def report(res: dict[str, Any]) -> str:
@@ -90,9 +126,14 @@ def report(res: dict[str, Any]) -> str:
             f" outcome snapshot built {run['snapshot_s']} s",
             f"  {'request':<32}{'n':>5}{'p50':>9}{'p95':>9}{'p99':>9}  (ms)",
         ]
-        for label in QUERIES:
-            s = run[label]
-            lines.append(f"  {label:<32}{s['n']:>5}{s['p50']:>9.1f}{s['p95']:>9.1f}{s['p99']:>9.1f}")
+        for label in [*QUERIES, *(f"{q} +late" for q in QUERIES)]:
+            if label in run:
+                s = run[label]
+                lines.append(f"  {label:<32}{s['n']:>5}{s['p50']:>9.1f}{s['p95']:>9.1f}{s['p99']:>9.1f}")
+        if "late" in run:
+            late = run["late"]
+            posted, rate = late["accepted"], late["events_per_s"]
+            lines.append(f"  (+late: {posted:,} outcomes posted after the snapshot, {rate:,} ev/s)")
     return "\n".join(lines)
 
 
@@ -109,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.outcomes", description=__doc__.split("\n\n")[0])
     ap.add_argument("--stored", default="1000000,10000000", help="stored sizes (comma-separated)")
     ap.add_argument("--requests", type=int, default=50)
+    ap.add_argument("--late", type=int, default=50_000, help="outcomes posted after the first timings")
     ap.add_argument("--max-phase-s", type=float, default=300)
     ap.add_argument("--recovery-timeout", type=float, default=3600)
     args = ap.parse_args(argv)
