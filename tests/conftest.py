@@ -63,3 +63,10 @@ def runtime(settings: Settings) -> Iterator[EmbeddedRuntime]:
     rt.processor.flush()
     rt.store.execute(f"DROP DATABASE IF EXISTS {settings.database} SYNC")
     rt.store.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Each phase's report on the test item (`rep_call`…): fixtures look at it at teardown."""
+    outcome = yield
+    setattr(item, f"rep_{call.when}", outcome.get_result())  # type: ignore[attr-defined]

@@ -137,6 +137,7 @@ class Proc:
     """A `cxpulse …` subprocess with its own log file (shown when a test fails)."""
 
     def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.args = args
         self.log_path = log_path
         self._log = log_path.open("ab")
         self.popen = subprocess.Popen(
@@ -198,19 +199,48 @@ class Procs:
         wait_until(up, 60, f"{name} on {url}")
         return proc, url
 
+    def dump_workers(self) -> list[Proc]:
+        """Ask every live aggregator worker for its asyncio tasks (mode's SIGUSR1 dump, into its log): when
+        a test failed, where each worker was waiting."""
+        live = [p for p in self.started if p.args[:1] == ["aggregator"] and p.popen.poll() is None]
+        for proc in live:
+            proc.popen.send_signal(signal.SIGUSR1)
+        if live:
+            time.sleep(2.0)
+        return live
+
     def stop_all(self) -> None:
         for proc in self.started:
             proc.kill(signal.SIGTERM)
 
 
 @pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Procs]:
+def procs(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Procs]:
     bootstrap = require_broker()
     p = Procs(tmp_path, Names(bootstrap))
     yield p
+    report = getattr(request.node, "rep_call", None)
+    failed = report is not None and report.failed
+    dumped = failed and p.dump_workers()
     p.stop_all()
     for proc in p.started:  # captured: pytest shows it only when the test failed
         sys.stderr.write(f"\n---- {proc.log_path.name} ----\n{proc.log()[-4000:]}\n")
+        if dumped and proc in dumped:
+            stacks = task_stacks(proc.log())
+            sys.stderr.write(f"\n---- {proc.log_path.name}: its asyncio tasks ----\n{stacks}\n")
+
+
+def task_stacks(log: str) -> str:
+    """The task names and stack lines of the last dump mode's worker wrote on SIGUSR1 (without the locals
+    it prints beside them)."""
+    lines = log[log.rfind("TASKS") :].splitlines()
+    keep = [
+        line
+        for i, line in enumerate(lines)
+        if line.lstrip().startswith(("TASK ", "-> ", 'File "'))
+        or (i and lines[i - 1].lstrip().startswith('File "'))
+    ]
+    return "\n".join(keep)[-30000:]
 
 
 def sibling_store(store: Store, database: str) -> Store:
