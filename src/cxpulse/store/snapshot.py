@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,28 +98,31 @@ class View:
 @contextlib.contextmanager
 def read_view(store: Store) -> Iterator[View | None]:
     """The snapshot to read rollups at, held steady for the block; None: read the raw SQL."""
-    with _progress_lock:
-        progress = _progress.get(_identity(store))
-    if progress is None or progress.watermark is None or progress.distributed:
-        yield None
-        return
-    with progress.lock.reading():
-        watermark = progress.watermark
-        yield None if watermark is None else View(watermark, max(progress.stored, watermark))
+    with _view(store, lambda p: p.watermark, lambda p: p.lock) as view:
+        yield view
 
 
 @contextlib.contextmanager
 def outcome_view(store: Store) -> Iterator[View | None]:
     """The outcome snapshot to read, held steady for the block (`watermark`: the batch it is built up to);
     None: read the raw SQL."""
+    with _view(store, lambda p: p.outcomes, lambda p: p.outcomes_lock) as view:
+        yield view
+
+
+@contextlib.contextmanager
+def _view(
+    store: Store, covered: Callable[[Progress], int | None], lock: Callable[[Progress], ReadWriteLock]
+) -> Iterator[View | None]:
+    """What the writer's tables cover (`covered`), read under their `lock`; None when nothing is."""
     with _progress_lock:
         progress = _progress.get(_identity(store))
-    if progress is None or progress.outcomes is None or progress.distributed:
+    if progress is None or covered(progress) is None or progress.distributed:
         yield None
         return
-    with progress.outcomes_lock.reading():
-        built = progress.outcomes
-        yield None if built is None else View(built, max(progress.stored, built))
+    with lock(progress).reading():
+        upto = covered(progress)
+        yield None if upto is None else View(upto, max(progress.stored, upto))
 
 
 def rollups_readable(store: Store) -> bool:
